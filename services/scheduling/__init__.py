@@ -1,0 +1,1 @@
+"""Scheduling: plans sessions and books instructors, venues, virtual rooms and equipment without double-booking."""

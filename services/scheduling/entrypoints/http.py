@@ -1,0 +1,49 @@
+"""HTTP API of the scheduling service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from shared.commands import Trace
+from shared.errors import NotFound
+from shared.store.port import Store
+
+from ..application import handlers
+from ..application.commands import CancelSession, RescheduleSession, ScheduleSession
+
+
+def router(store: Store) -> APIRouter:
+    api = APIRouter(tags=["sessions"])
+
+    @api.post("/sessions", status_code=201, responses={200: {"description": "already scheduled, unchanged"},
+                                                       409: {"description": "booking conflict"}})
+    async def schedule(cmd: ScheduleSession, request: Request, response: Response) -> dict[str, Any]:
+        view, created = await handlers.schedule_session(store, cmd, Trace.from_headers(request.headers))
+        if not created:
+            response.status_code = 200
+        response.headers["Location"] = f"/sessions/{view['session_id']}"
+        return view
+
+    @api.post("/sessions/{session_id}/reschedule")
+    async def reschedule(session_id: str, cmd: RescheduleSession, request: Request) -> dict[str, Any]:
+        return await handlers.reschedule_session(store, session_id, cmd, Trace.from_headers(request.headers))
+
+    @api.post("/sessions/{session_id}/cancel")
+    async def cancel(session_id: str, cmd: CancelSession, request: Request) -> dict[str, Any]:
+        return await handlers.cancel_session(store, session_id, cmd, Trace.from_headers(request.headers))
+
+    @api.get("/sessions/{session_id}")
+    async def get_session(session_id: str) -> dict[str, Any]:
+        doc = await store.get(handlers.SESSIONS, session_id)
+        if doc is None:
+            raise NotFound(f"no session {session_id}", code="unknown_session")
+        return doc
+
+    @api.get("/sessions")
+    async def list_sessions() -> dict[str, Any]:
+        docs = [doc for _, doc in await store.scan(handlers.SESSIONS)]
+        return {"sessions": docs, "count": len(docs)}
+
+    return api

@@ -1,0 +1,1 @@
+"""Kafka transport: CloudEvents envelope, client settings, topic admin, outbox relay, consumers."""

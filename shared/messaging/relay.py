@@ -1,0 +1,99 @@
+"""Outbox relay: publishes stored events in the order they were stored, then marks them published.
+
+Runs inside each producing service. Woken right after a commit that appended events (low latency) and polls as a
+fallback. When the broker is away it retries with exponential backoff; nothing is marked published before the
+broker acknowledged it, so a crash in between publishes the entry again (consumers are idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from shared.store.port import Store
+
+from .kafka import Producer
+
+log = structlog.get_logger()
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        store: Store,
+        producer: Producer,
+        batch_size: int = 500,
+        poll_seconds: float = 1.0,
+        max_backoff_seconds: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.producer = producer
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self.max_backoff = max_backoff_seconds
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+        self.failures = 0
+        self.connected = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of pending entries. Returns how many were published."""
+        entries = await self.store.pending_outbox(self.batch_size)
+        if not entries:
+            return 0
+        await self.producer.send_many([(e.topic, e.key, e.value, e.headers) for e in entries])
+        await self.store.mark_published([e.outbox_id for e in entries])
+        self.published += len(entries)
+        for e in entries[:1]:
+            log.debug("outbox published", count=len(entries), first_event_id=e.event_id)
+        return len(entries)
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopping:
+            try:
+                sent = await self.publish_pending()
+                self.connected = True
+                backoff = 0.1
+                if sent:
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker away, timeout...: retry later, never drop
+                self.failures += 1
+                self.connected = False
+                log.warning("outbox relay cannot publish, will retry", error=repr(exc)[:300], retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+            except TimeoutError:
+                pass
+
+    async def stop(self, flush_timeout: float = 5.0) -> None:
+        """Stop after publishing what is pending (within ``flush_timeout``); what is left stays in the outbox."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        try:
+            async with asyncio.timeout(flush_timeout):
+                while await self.publish_pending():
+                    pass
+        except Exception as exc:  # noqa: BLE001
+            log.warning("outbox not fully flushed at shutdown; it will be published after restart", error=repr(exc))

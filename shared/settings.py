@@ -1,0 +1,57 @@
+"""Configuration from the environment (pydantic-settings). Each service subclasses ``ServiceSettings`` with its
+own prefix (``SCHEDULING_``, ``ENROLLMENT_``...); Kafka and logging variables are common to all services."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str) -> Any:
+    return AliasChoices(name)
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", env_prefix="ILT_")
+
+    service_name: str = "service"
+    http_host: str = Field("127.0.0.1", description="Interface the HTTP API listens on.")
+    http_port: int = Field(8000, description="Port of the HTTP API.")
+    store_url: str = Field("sqlite:///var/service.db", description="sqlite:///<file> (embedded default).")
+
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", validation_alias=_env("KAFKA_SECURITY_PROTOCOL")
+    )
+    kafka_sasl_mechanism: str | None = Field(None, validation_alias=_env("KAFKA_SASL_MECHANISM"))
+    kafka_sasl_username: str | None = Field(None, validation_alias=_env("KAFKA_SASL_USERNAME"))
+    kafka_sasl_password: SecretStr | None = Field(None, validation_alias=_env("KAFKA_SASL_PASSWORD"))
+    kafka_ssl_cafile: str | None = Field(None, validation_alias=_env("KAFKA_SSL_CAFILE"))
+    kafka_ssl_certfile: str | None = Field(None, validation_alias=_env("KAFKA_SSL_CERTFILE"))
+    kafka_ssl_keyfile: str | None = Field(None, validation_alias=_env("KAFKA_SSL_KEYFILE"))
+
+    log_format: Literal["json", "console"] = Field("json", validation_alias=_env("LOG_FORMAT"))
+    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+
+    handler_max_attempts: int = Field(5, ge=1, le=50, validation_alias=_env("HANDLER_MAX_ATTEMPTS"))
+    handler_backoff_seconds: float = Field(0.2, ge=0, le=60, validation_alias=_env("HANDLER_BACKOFF_SECONDS"))
+    outbox_batch_size: int = Field(500, ge=1, le=10000, validation_alias=_env("OUTBOX_BATCH_SIZE"))
+
+    def kafka_security(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients (SASL and TLS pass straight through)."""
+        kwargs: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.kafka_sasl_mechanism
+            kwargs["sasl_plain_username"] = self.kafka_sasl_username
+            kwargs["sasl_plain_password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+            )
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=self.kafka_ssl_cafile, certfile=self.kafka_ssl_certfile, keyfile=self.kafka_ssl_keyfile
+            )
+        return kwargs

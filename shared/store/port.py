@@ -1,0 +1,136 @@
+"""The storage port every service uses: event streams, transactional outbox, inbox, documents, checkpoints.
+
+One ``Store`` per service (its own database). All writes of one command or one consumed event happen in one
+``UnitOfWork`` (one transaction): the events, their outbox entries, the inbox entry of the event that caused
+them, the documents (state and views) they change and the projection checkpoint. Either all of it is stored or
+none of it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.messaging.envelope import Envelope
+
+
+class ConcurrencyError(Exception):
+    """Someone else appended to the stream since it was read (unique (stream, version) violated)."""
+
+    def __init__(self, stream_id: str, expected_version: int) -> None:
+        super().__init__(f"stream {stream_id!r} is no longer at version {expected_version}")
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    position: int
+    stream_id: str
+    version: int
+    envelope: Envelope
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A stored event waiting to be published, already encoded for Kafka."""
+
+    outbox_id: int
+    event_id: str
+    event_type: str
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    time: datetime
+
+
+class UnitOfWork(abc.ABC):
+    """Everything one command or one consumed event writes, in one transaction."""
+
+    # event streams ---------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def read_stream(self, stream_id: str) -> list[RecordedEvent]: ...
+
+    @abc.abstractmethod
+    async def append(self, stream_id: str, expected_version: int, events: Sequence[Envelope]) -> int:
+        """Append after ``expected_version`` (0 = new stream); also queue each event in the outbox.
+
+        Returns the new version. Raises ``ConcurrencyError`` if the stream moved on."""
+
+    # inbox -----------------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def claim(self, consumer: str, event_id: str) -> bool:
+        """Record that ``consumer`` processes ``event_id``; False if it already did (skip the event)."""
+
+    # documents: a service's own state and read models ----------------------------------------------------------
+    @abc.abstractmethod
+    async def get(self, collection: str, key: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def put(self, collection: str, key: str, document: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    async def delete(self, collection: str, key: str) -> None: ...
+
+    # projection checkpoints ------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def save_checkpoint(self, consumer: str, topic: str, partition: int, offset: int) -> None: ...
+
+
+class Store(abc.ABC):
+    """One service's database."""
+
+    def __init__(self) -> None:
+        self.on_commit: list[Callable[[], None]] = []  # run after a commit that appended events (wakes the relay)
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[UnitOfWork]: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+
+    # reads outside a transaction -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def get(self, collection: str, key: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def scan(self, collection: str) -> list[tuple[str, dict[str, Any]]]: ...
+
+    @abc.abstractmethod
+    async def read_stream(self, stream_id: str) -> list[RecordedEvent]: ...
+
+    @abc.abstractmethod
+    def read_all(self, after_position: int = 0, batch_size: int = 1000) -> AsyncIterator[RecordedEvent]:
+        """Every stored event in the order it was stored (for replays)."""
+
+    @abc.abstractmethod
+    async def checkpoints(self, consumer: str) -> dict[tuple[str, int], int]: ...
+
+    # outbox ----------------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def pending_outbox(self, limit: int) -> list[OutboxEntry]: ...
+
+    @abc.abstractmethod
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None: ...
+
+    @abc.abstractmethod
+    async def outbox_backlog(self) -> int: ...
+
+    @abc.abstractmethod
+    async def event_count(self) -> int: ...
+
+    # inbox (outside a transaction: for tools and tests) --------------------------------------------------------
+    @abc.abstractmethod
+    async def processed_count(self, consumer: str) -> int: ...

@@ -1,0 +1,332 @@
+"""SQLite adapter of the store port: the embedded default, one database file per service.
+
+SQLite calls are short and run on the event loop's thread; one writer connection guarded by an asyncio lock
+(``BEGIN IMMEDIATE``: one write transaction at a time, also across processes sharing the file), and a second
+connection for reads, which in WAL mode sees only committed data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shared.contracts.base import catalogue
+from shared.messaging.envelope import Envelope, encode_headers
+
+from .port import ConcurrencyError, OutboxEntry, RecordedEvent, Store, UnitOfWork
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position       INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream_id      TEXT    NOT NULL,
+    version        INTEGER NOT NULL,
+    event_id       TEXT    NOT NULL UNIQUE,
+    event_type     TEXT    NOT NULL,
+    time           TEXT    NOT NULL,
+    correlation_id TEXT,
+    causation_id   TEXT,
+    data           BLOB    NOT NULL,
+    UNIQUE (stream_id, version)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    outbox_id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_position INTEGER NOT NULL REFERENCES events(position),
+    published_at   TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(outbox_id) WHERE published_at IS NULL;
+CREATE TABLE IF NOT EXISTS inbox (
+    consumer     TEXT NOT NULL,
+    event_id     TEXT NOT NULL,
+    processed_at TEXT NOT NULL,
+    PRIMARY KEY (consumer, event_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS documents (
+    collection TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    body       BLOB NOT NULL,
+    PRIMARY KEY (collection, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    consumer   TEXT    NOT NULL,
+    topic      TEXT    NOT NULL,
+    partition  INTEGER NOT NULL,
+    "offset"   INTEGER NOT NULL,
+    updated_at TEXT    NOT NULL,
+    PRIMARY KEY (consumer, topic, partition)
+) WITHOUT ROWID;
+"""
+
+EVENT_COLUMNS = "position, stream_id, version, event_id, event_type, time, correlation_id, causation_id, data"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def _recorded(row: tuple[Any, ...]) -> RecordedEvent:
+    position, stream_id, version, event_id, event_type, time, correlation_id, causation_id, data = row
+    cls = catalogue.resolve(event_type)
+    if cls is None:
+        raise LookupError(f"stored event {event_id} has unknown type {event_type}")
+    envelope = Envelope(
+        data=cls.model_validate_json(data),
+        id=event_id,
+        time=datetime.fromisoformat(time),
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+    )
+    return RecordedEvent(position=position, stream_id=stream_id, version=version, envelope=envelope)
+
+
+class SQLiteUnitOfWork(UnitOfWork):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.appended: int = 0
+
+    async def read_stream(self, stream_id: str) -> list[RecordedEvent]:
+        return _read_stream(self._conn, stream_id)
+
+    async def append(self, stream_id: str, expected_version: int, events: Sequence[Envelope]) -> int:
+        current = self._conn.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?", (stream_id,)
+        ).fetchone()[0]
+        if current != expected_version:
+            raise ConcurrencyError(stream_id, expected_version)
+        version = expected_version
+        for envelope in events:
+            version += 1
+            try:
+                cur = self._conn.execute(
+                    "INSERT INTO events (stream_id, version, event_id, event_type, time, correlation_id,"
+                    " causation_id, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        stream_id,
+                        version,
+                        envelope.id,
+                        envelope.type,
+                        envelope.time.isoformat(),
+                        envelope.correlation_id,
+                        envelope.causation_id,
+                        envelope.value(),
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                if "stream_id" in str(exc) or "version" in str(exc):
+                    raise ConcurrencyError(stream_id, expected_version) from exc
+                raise
+            self._conn.execute("INSERT INTO outbox (event_position) VALUES (?)", (cur.lastrowid,))
+        self.appended += len(events)
+        return version
+
+    async def claim(self, consumer: str, event_id: str) -> bool:
+        cur = self._conn.execute(
+            "INSERT OR IGNORE INTO inbox (consumer, event_id, processed_at) VALUES (?, ?, ?)",
+            (consumer, event_id, _now()),
+        )
+        return cur.rowcount == 1
+
+    async def get(self, collection: str, key: str) -> dict[str, Any] | None:
+        return _get(self._conn, collection, key)
+
+    async def put(self, collection: str, key: str, document: dict[str, Any]) -> None:
+        self._conn.execute(
+            "INSERT INTO documents (collection, key, body) VALUES (?, ?, ?)"
+            " ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body",
+            (collection, key, orjson.dumps(document)),
+        )
+
+    async def delete(self, collection: str, key: str) -> None:
+        self._conn.execute("DELETE FROM documents WHERE collection = ? AND key = ?", (collection, key))
+
+    async def save_checkpoint(self, consumer: str, topic: str, partition: int, offset: int) -> None:
+        self._conn.execute(
+            'INSERT INTO checkpoints (consumer, topic, partition, "offset", updated_at) VALUES (?, ?, ?, ?, ?)'
+            ' ON CONFLICT (consumer, topic, partition) DO UPDATE SET "offset" = excluded."offset",'
+            " updated_at = excluded.updated_at",
+            (consumer, topic, partition, offset, _now()),
+        )
+
+
+def _get(conn: sqlite3.Connection, collection: str, key: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT body FROM documents WHERE collection = ? AND key = ?", (collection, key)).fetchone()
+    return orjson.loads(row[0]) if row else None
+
+
+def _read_stream(conn: sqlite3.Connection, stream_id: str) -> list[RecordedEvent]:
+    rows = conn.execute(
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? ORDER BY version", (stream_id,)
+    ).fetchall()
+    return [_recorded(r) for r in rows]
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        # as in SQLAlchemy: sqlite:///relative/file.db, sqlite:////absolute/file.db
+        if not url.startswith("sqlite:///"):
+            raise ValueError(f"expected sqlite:///<path>, got {url!r}")
+        path = url.removeprefix("sqlite:///")
+        if not path or path == ":memory:":
+            raise ValueError("an in-memory SQLite store cannot be shared by two connections; use a file")
+        return cls(path)
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = _connect(self.path)
+        self._writer.executescript(SCHEMA)
+        self._reader = _connect(self.path)
+
+    async def close(self) -> None:
+        async with self._lock:
+            for conn in (self._writer, self._reader):
+                if conn is not None:
+                    conn.close()
+            self._writer = self._reader = None
+
+    @property
+    def _w(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise RuntimeError("store is not open")
+        return self._writer
+
+    @property
+    def _r(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise RuntimeError("store is not open")
+        return self._reader
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SQLiteUnitOfWork]:
+        async with self._lock:
+            conn = self._w
+            conn.execute("BEGIN IMMEDIATE")
+            uow = SQLiteUnitOfWork(conn)
+            try:
+                yield uow
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        if uow.appended:
+            for callback in self.on_commit:
+                callback()
+
+    async def ping(self) -> None:
+        self._r.execute("SELECT 1").fetchone()
+
+    async def get(self, collection: str, key: str) -> dict[str, Any] | None:
+        return _get(self._r, collection, key)
+
+    async def scan(self, collection: str) -> list[tuple[str, dict[str, Any]]]:
+        rows = self._r.execute(
+            "SELECT key, body FROM documents WHERE collection = ? ORDER BY key", (collection,)
+        ).fetchall()
+        return [(k, orjson.loads(b)) for k, b in rows]
+
+    async def read_stream(self, stream_id: str) -> list[RecordedEvent]:
+        return _read_stream(self._r, stream_id)
+
+    async def read_all(self, after_position: int = 0, batch_size: int = 1000) -> AsyncIterator[RecordedEvent]:
+        position = after_position
+        while True:
+            rows = self._r.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+                (position, batch_size),
+            ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield _recorded(row)
+            position = rows[-1][0]
+            await asyncio.sleep(0)
+
+    async def checkpoints(self, consumer: str) -> dict[tuple[str, int], int]:
+        rows = self._r.execute(
+            'SELECT topic, partition, "offset" FROM checkpoints WHERE consumer = ?', (consumer,)
+        ).fetchall()
+        return {(t, p): o for t, p, o in rows}
+
+    async def pending_outbox(self, limit: int) -> list[OutboxEntry]:
+        rows = self._r.execute(
+            "SELECT o.outbox_id, e.event_id, e.event_type, e.stream_id, e.time, e.correlation_id,"
+            " e.causation_id, e.data FROM outbox o JOIN events e ON e.position = o.event_position"
+            " WHERE o.published_at IS NULL ORDER BY o.outbox_id LIMIT ?",
+            (limit,),
+        ).fetchall()
+        entries = []
+        for outbox_id, event_id, event_type, _stream_id, time, correlation_id, causation_id, data in rows:
+            cls = catalogue.resolve(event_type)
+            if cls is None:
+                raise LookupError(f"outbox holds event {event_id} of unknown type {event_type}")
+            event = cls.model_validate_json(data)
+            at = datetime.fromisoformat(time)
+            entries.append(
+                OutboxEntry(
+                    outbox_id=outbox_id,
+                    event_id=event_id,
+                    event_type=event_type,
+                    topic=cls.topic,
+                    key=event.aggregate_id().encode(),
+                    value=bytes(data),
+                    headers=encode_headers(
+                        id=event_id,
+                        source=cls.source,
+                        type=event_type,
+                        time=at,
+                        subject=event.aggregate_id(),
+                        correlation_id=correlation_id,
+                        causation_id=causation_id,
+                    ),
+                    time=at,
+                )
+            )
+        return entries
+
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
+        if not outbox_ids:
+            return
+        async with self._lock:
+            now = _now()
+            self._w.execute("BEGIN IMMEDIATE")
+            try:
+                self._w.executemany(
+                    "UPDATE outbox SET published_at = ? WHERE outbox_id = ?", [(now, i) for i in outbox_ids]
+                )
+            except BaseException:
+                self._w.execute("ROLLBACK")
+                raise
+            self._w.execute("COMMIT")
+
+    async def outbox_backlog(self) -> int:
+        return self._r.execute("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").fetchone()[0]
+
+    async def event_count(self) -> int:
+        return self._r.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+    async def processed_count(self, consumer: str) -> int:
+        return self._r.execute("SELECT COUNT(*) FROM inbox WHERE consumer = ?", (consumer,)).fetchone()[0]
