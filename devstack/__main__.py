@@ -27,7 +27,7 @@ def main() -> int:
         print(f"logs in {args.workdir}/*.log — press Ctrl-C to stop")
         sys.stdout.flush()
         try:
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            signal.pause()
         except KeyboardInterrupt:
             pass
         print("stopping...")
@@ -35,6 +35,10 @@ def main() -> int:
     return 0
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGTERM, _interrupt)
     sys.exit(main())
