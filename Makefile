@@ -1,0 +1,42 @@
+# Two commands matter: `make run` and `make test`. Everything installs itself into .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-unit test-integration test-e2e lint demo install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: the embedded broker + the four services on ports 8001-8004, until Ctrl-C
+run: $(STAMP)
+	LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/python -m devstack --workdir var/run
+
+## demo: replay The Carpentries' workshop records through the services and print the reports
+demo: $(STAMP)
+	$(BIN)/python -m demo --workdir var/demo $(DEMO_ARGS)
+
+## test: architecture contracts, then unit, integration and end-to-end tests
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -ra
+
+lint: $(STAMP)
+	$(BIN)/lint-imports
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -ra tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest -ra tests/integration
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest -ra tests/e2e
+
+clean:
+	rm -rf var .pytest_cache
