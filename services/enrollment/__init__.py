@@ -1,0 +1,1 @@
+"""Enrollment: puts learners on session rosters (seats and waitlist) and records their attendance."""

@@ -1,0 +1,26 @@
+"""Wiring of the enrollment service: the one place where store, Kafka and HTTP come together."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from shared.contracts.topics import SCHEDULING_EVENTS
+from shared.runtime import ServiceRuntime, create_app
+
+from .adapters.arrivals import SessionArrivals
+from .application.policies import HANDLERS
+from .entrypoints.http import router
+from .settings import EnrollmentSettings
+
+
+def build(settings: EnrollmentSettings | None = None) -> FastAPI:
+    settings = settings or EnrollmentSettings()
+    runtime = ServiceRuntime(settings, publishes=True, subscribes_to=(SCHEDULING_EVENTS,), handlers=dict(HANDLERS))
+    arrivals = SessionArrivals()
+    runtime.on_applied.append(arrivals.notify)  # wakes enrollments waiting for a session scheduling just planned
+    return create_app(
+        runtime,
+        [router(runtime.store, arrivals, settings.session_wait_seconds)],
+        title="ILT enrollment",
+        description="Enrolls learners in sessions within capacity, keeps the waitlist and records attendance.",
+    )

@@ -1,0 +1,67 @@
+"""HTTP API of the enrollment service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from shared.commands import Trace
+from shared.errors import NotFound
+from shared.store.port import Store
+
+from ..adapters.arrivals import SessionArrivals
+from ..adapters.rosters import ENROLLMENT_INDEX, ROSTERS, find_in_roster_view
+from ..application import handlers
+from ..application.commands import CancelEnrollment, EnrollLearner, EnrollLearners, RecordAttendance
+
+UNKNOWN_SESSION = {404: {"description": "unknown session (retryable: scheduling's event may not have arrived yet)"}}
+
+
+def router(store: Store, arrivals: SessionArrivals, session_wait_seconds: float) -> APIRouter:
+    api = APIRouter(tags=["enrollments"])
+
+    @api.post("/sessions/{session_id}/enrollments", status_code=201,
+              responses={200: {"description": "the learner already holds an enrollment, unchanged"},
+                         409: {"description": "session cancelled or finished"}, **UNKNOWN_SESSION})
+    async def enroll(session_id: str, cmd: EnrollLearner, request: Request, response: Response) -> dict[str, Any]:
+        view, created = await handlers.enroll_learner(store, session_id, cmd, Trace.from_headers(request.headers),
+                                                      arrivals=arrivals, wait_seconds=session_wait_seconds)
+        if not created:
+            response.status_code = 200
+        response.headers["Location"] = f"/enrollments/{view['enrollment_id']}"
+        return view
+
+    @api.post("/sessions/{session_id}/enrollments/batch",
+              responses={409: {"description": "session cancelled or finished"}, **UNKNOWN_SESSION})
+    async def enroll_batch(session_id: str, cmd: EnrollLearners, request: Request) -> dict[str, Any]:
+        return await handlers.enroll_learners(store, session_id, cmd, Trace.from_headers(request.headers),
+                                              arrivals=arrivals, wait_seconds=session_wait_seconds)
+
+    @api.post("/enrollments/{enrollment_id}/cancel")
+    async def cancel(enrollment_id: str, cmd: CancelEnrollment, request: Request) -> dict[str, Any]:
+        return await handlers.cancel_enrollment(store, enrollment_id, cmd, Trace.from_headers(request.headers))
+
+    @api.post("/enrollments/{enrollment_id}/attendance")
+    async def attendance(enrollment_id: str, cmd: RecordAttendance, request: Request) -> dict[str, Any]:
+        return await handlers.record_attendance(store, enrollment_id, cmd, Trace.from_headers(request.headers))
+
+    @api.get("/enrollments/{enrollment_id}")
+    async def get_enrollment(enrollment_id: str) -> dict[str, Any]:
+        index = await store.get(ENROLLMENT_INDEX, enrollment_id)
+        roster = await store.get(ROSTERS, index["session_id"]) if index else None
+        found = find_in_roster_view(roster, enrollment_id) if roster else None
+        if found is None:
+            raise NotFound(f"no enrollment {enrollment_id}", code="unknown_enrollment",
+                           details={"enrollment_id": enrollment_id})
+        return found
+
+    @api.get("/sessions/{session_id}/roster")
+    async def get_roster(session_id: str) -> dict[str, Any]:
+        doc = await store.get(ROSTERS, session_id)
+        if doc is None:
+            raise NotFound(f"no session {session_id} is known to enrollment", code="unknown_session",
+                           details={"session_id": session_id})
+        return doc
+
+    return api
