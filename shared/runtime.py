@@ -52,7 +52,8 @@ class ServiceRuntime:
         self.consumer: EventConsumer | None = None
         self.on_applied: list[Callable[[Any], None]] = []
         if subscribes_to:
-            self.broker = KafkaBroker(settings.kafka_bootstrap_servers, **_broker_security(security))
+            # logger=None: FastStream would log every message at INFO; our consumer logs what matters
+            self.broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None, **_broker_security(security))
             self.consumer = EventConsumer(
                 self.name,
                 self.store,
