@@ -1,0 +1,24 @@
+"""Wiring of the finance service: the one place where store, Kafka and HTTP come together."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from shared.contracts.topics import ENROLLMENT_EVENTS, SCHEDULING_EVENTS
+from shared.runtime import ServiceRuntime, create_app
+
+from .application.policies import HANDLERS
+from .entrypoints.http import router
+from .settings import FinanceSettings
+
+
+def build(settings: FinanceSettings | None = None) -> FastAPI:
+    settings = settings or FinanceSettings()
+    runtime = ServiceRuntime(settings, publishes=True, subscribes_to=(SCHEDULING_EVENTS, ENROLLMENT_EVENTS),
+                             handlers=dict(HANDLERS))
+    return create_app(
+        runtime,
+        [router(runtime.store)],
+        title="ILT finance",
+        description="Budgets per cost centre and year; committed (planned) and actual (invoiced) costs of sessions.",
+    )
