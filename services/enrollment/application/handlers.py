@@ -96,7 +96,11 @@ async def enroll_learner(store: Store, session_id: str, cmd: EnrollLearner, trac
 
 async def enroll_learners(store: Store, session_id: str, cmd: EnrollLearners, trace: Trace, *,
                           arrivals: SessionArrivals | None = None, wait_seconds: float = 0) -> dict[str, Any]:
-    """Bulk import: every learner in order, one transaction, the same rules as one enrollment each."""
+    """Bulk import: every learner in order, one transaction, the same rules as one enrollment each.
+
+    Each learner gets a result (enrolled / waitlisted with position, ``created`` false when the learner already
+    held that enrollment). The rules that can refuse an enrollment concern the whole session (unknown, cancelled,
+    finished): they refuse the whole batch and nothing is written."""
     cmd.effective_time()
     await await_session(store, session_id, arrivals, wait_seconds)
     now, backdated = cmd.effective_time()
