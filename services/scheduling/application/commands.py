@@ -13,7 +13,7 @@ from shared.contracts.scheduling import Delivery, PlannedCost, SessionPlan, Time
 from shared.errors import Invalid
 
 MAX_COST = 10_000_000
-ID_FIELD = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")
+ID_FIELD = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
 
 
 class SlotInput(BaseModel):
@@ -88,7 +88,7 @@ def _localize(value: datetime, zone: ZoneInfo) -> datetime:
 
 class ScheduleSession(PlanFields, CommandTime):
     session_id: str | None = Field(
-        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$",
+        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$",
         description="Optional id chosen by the client; scheduling the same id with the same plan again is a no-op.",
     )
 
