@@ -16,6 +16,10 @@ Counting rules:
   (capacity, time, time zone, venue: the session moves between months/years in the rollups).
 - ``SessionCancelled`` is final: a cancelled session stays cancelled.
 
+Attendance is a fact about the past: a learner who attended the first day of a multi-day session and cancelled
+afterwards leaves ``enrolled`` but stays in ``attended`` (the events do not say otherwise), so ``attended`` may
+exceed ``enrolled`` in that case.
+
 Rollups (totals, by venue, course, month, year) only look at sessions whose plan is known. A cancelled session
 counts in ``cancelled_sessions`` and nowhere else; every other figure, and ``fill_rate = enrolled / capacity``,
 is over the sessions that are not cancelled.

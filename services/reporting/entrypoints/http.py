@@ -12,6 +12,11 @@ from shared.store.port import Store
 from ..application import queries
 from ..application.queries import SessionFilter
 
+BUDGET_FIGURES = (
+    "One line per (cost_centre, period, currency): allocated (sum of allocations), committed (committed costs, "
+    "reversals included), actual (invoiced costs, reversals included), remaining = allocated - max(committed, "
+    "actual): an invoice usually settles a commitment already counted, so the larger of the two is what is used up."
+)
 PERIOD = Query(default=None, pattern=r"^\d{4}$", description="Budget period (calendar year, YYYY).")
 
 
@@ -59,11 +64,11 @@ def router(store: Store) -> APIRouter:
     async def by_year(where: Filter) -> dict[str, Any]:
         return await queries.rollup(store, "by_year", where)
 
-    @api.get("/budgets", tags=["budgets"])
+    @api.get("/budgets", tags=["budgets"], description=BUDGET_FIGURES)
     async def budgets(period: str | None = PERIOD) -> dict[str, Any]:
         return await queries.list_budgets(store, period)
 
-    @api.get("/budgets/{cost_centre:path}", tags=["budgets"],
+    @api.get("/budgets/{cost_centre:path}", tags=["budgets"], description=BUDGET_FIGURES,
              responses={404: {"description": "no budget or cost of this cost centre seen"}})
     async def cost_centre(cost_centre: str, period: str | None = PERIOD) -> dict[str, Any]:
         return await queries.cost_centre_budgets(store, cost_centre, period)

@@ -166,6 +166,33 @@ async def test_same_events_twice_through_the_consumer_change_nothing(store, cons
     assert dead_letters.sent == []
 
 
+class Record:
+    """A fetched Kafka record, as the consumer's batch path receives it."""
+
+    def __init__(self, envelope: Envelope, offset: int) -> None:
+        self.value, self.headers, self.key = envelope.value(), envelope.headers(), envelope.key.encode()
+        self.topic, self.partition, self.offset = envelope.topic, 0, offset
+
+
+async def test_batches_give_the_same_figures_as_one_by_one_and_redelivery_changes_nothing(tmp_path, store,
+                                                                                          consumer) -> None:
+    story = session_story("s1") + session_story("s2", capacity=10) + budget_story()
+    await feed(consumer, story)
+    one_by_one = await snapshot(store)
+
+    batched = SQLiteStore(str(tmp_path / "batched.db"))
+    await batched.open()
+    batch_consumer = EventConsumer("reporting", batched, dict(HANDLERS), DeadLetters(), "dl", backoff_seconds=0)
+    records = [Record(e, n) for n, e in enumerate(story)]
+    for start in range(0, len(records), 7):
+        await batch_consumer.process_batch(records[start:start + 7])
+    assert await snapshot(batched) == one_by_one
+    await batch_consumer.process_batch(records)  # the whole lot again, in one batch
+    assert await snapshot(batched) == one_by_one
+    assert await batched.processed_count("reporting") == len(story)
+    await batched.close()
+
+
 async def test_any_interleaving_of_the_topics_gives_the_same_figures(tmp_path) -> None:
     """Each topic keeps its order; the three topics interleave at random (as three partitions would)."""
     by_topic: dict[str, list[Envelope]] = {}
