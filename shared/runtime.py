@@ -169,16 +169,19 @@ def create_app(runtime: ServiceRuntime, routers: list[APIRouter], title: str, de
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"])
     async def readyz() -> JSONResponse:
+        """Readiness: store reachable, broker reachable, topics present (503 with the failing check otherwise)."""
         checks = await runtime.readiness()
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     @app.get("/status", tags=["operations"])
     async def status() -> dict[str, Any]:
+        """Event counts: stored and not yet published (producers), processed and dead-lettered (consumers)."""
         return await runtime.status()
 
     for router in routers:

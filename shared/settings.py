@@ -19,25 +19,36 @@ class ServiceSettings(BaseSettings):
     service_name: str = "service"
     http_host: str = Field("127.0.0.1", description="Interface the HTTP API listens on.")
     http_port: int = Field(8000, description="Port of the HTTP API.")
-    store_url: str = Field("sqlite:///var/service.db", description="sqlite:///<file> (embedded default).")
+    store_url: str = Field("sqlite:///var/service.db",
+                           description="The service's own database: sqlite:///<relative path> or sqlite:////<absolute>.")
 
-    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"),
+                                         description="Kafka brokers (host:port,...). `make run` starts an embedded "
+                                         "broker unless this is set.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", validation_alias=_env("KAFKA_SECURITY_PROTOCOL")
+        "PLAINTEXT", validation_alias=_env("KAFKA_SECURITY_PROTOCOL"), description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
     )
-    kafka_sasl_mechanism: str | None = Field(None, validation_alias=_env("KAFKA_SASL_MECHANISM"))
-    kafka_sasl_username: str | None = Field(None, validation_alias=_env("KAFKA_SASL_USERNAME"))
-    kafka_sasl_password: SecretStr | None = Field(None, validation_alias=_env("KAFKA_SASL_PASSWORD"))
-    kafka_ssl_cafile: str | None = Field(None, validation_alias=_env("KAFKA_SSL_CAFILE"))
-    kafka_ssl_certfile: str | None = Field(None, validation_alias=_env("KAFKA_SSL_CERTFILE"))
-    kafka_ssl_keyfile: str | None = Field(None, validation_alias=_env("KAFKA_SSL_KEYFILE"))
+    kafka_sasl_mechanism: str | None = Field(None, validation_alias=_env("KAFKA_SASL_MECHANISM"),
+                                             description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_*).")
+    kafka_sasl_username: str | None = Field(None, validation_alias=_env("KAFKA_SASL_USERNAME"), description="SASL user.")
+    kafka_sasl_password: SecretStr | None = Field(None, validation_alias=_env("KAFKA_SASL_PASSWORD"),
+                                                  description="SASL password (never logged).")
+    kafka_ssl_cafile: str | None = Field(None, validation_alias=_env("KAFKA_SSL_CAFILE"), description="CA bundle for TLS.")
+    kafka_ssl_certfile: str | None = Field(None, validation_alias=_env("KAFKA_SSL_CERTFILE"),
+                                           description="Client certificate for mutual TLS.")
+    kafka_ssl_keyfile: str | None = Field(None, validation_alias=_env("KAFKA_SSL_KEYFILE"),
+                                          description="Client key for mutual TLS.")
 
-    log_format: Literal["json", "console"] = Field("json", validation_alias=_env("LOG_FORMAT"))
-    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+    log_format: Literal["json", "console"] = Field("json", validation_alias=_env("LOG_FORMAT"),
+                                                   description="json (production) or console (terminal).")
+    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"), description="DEBUG, INFO, WARNING, ERROR.")
 
-    handler_max_attempts: int = Field(5, ge=1, le=50, validation_alias=_env("HANDLER_MAX_ATTEMPTS"))
-    handler_backoff_seconds: float = Field(0.2, ge=0, le=60, validation_alias=_env("HANDLER_BACKOFF_SECONDS"))
-    outbox_batch_size: int = Field(500, ge=1, le=10000, validation_alias=_env("OUTBOX_BATCH_SIZE"))
+    handler_max_attempts: int = Field(5, ge=1, le=50, validation_alias=_env("HANDLER_MAX_ATTEMPTS"),
+                                      description="Tries of a failing event handler before the dead-letter topic.")
+    handler_backoff_seconds: float = Field(0.2, ge=0, le=60, validation_alias=_env("HANDLER_BACKOFF_SECONDS"),
+                                           description="First retry delay; doubles on each further try.")
+    outbox_batch_size: int = Field(500, ge=1, le=10000, validation_alias=_env("OUTBOX_BATCH_SIZE"),
+                                   description="Outbox entries the relay publishes per round trip.")
 
     def kafka_security(self) -> dict[str, Any]:
         """Keyword arguments for aiokafka clients (SASL and TLS pass straight through)."""

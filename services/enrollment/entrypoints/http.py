@@ -25,6 +25,7 @@ def router(store: Store, arrivals: SessionArrivals, session_wait_seconds: float)
               responses={200: {"description": "the learner already holds an enrollment, unchanged"},
                          409: {"description": "session cancelled or finished"}, **UNKNOWN_SESSION})
     async def enroll(session_id: str, cmd: EnrollLearner, request: Request, response: Response) -> dict[str, Any]:
+        """Enroll a learner: a seat while there is one, else the waitlist; the same learner again returns the existing enrollment."""
         view, created = await handlers.enroll_learner(store, session_id, cmd, Trace.from_headers(request.headers),
                                                       arrivals=arrivals, wait_seconds=session_wait_seconds)
         if not created:
@@ -35,19 +36,23 @@ def router(store: Store, arrivals: SessionArrivals, session_wait_seconds: float)
     @api.post("/sessions/{session_id}/enrollments/batch",
               responses={409: {"description": "session cancelled or finished"}, **UNKNOWN_SESSION})
     async def enroll_batch(session_id: str, cmd: EnrollLearners, request: Request) -> dict[str, Any]:
+        """Enroll up to 1,000 learners into one session in one transaction (bulk import path)."""
         return await handlers.enroll_learners(store, session_id, cmd, Trace.from_headers(request.headers),
                                               arrivals=arrivals, wait_seconds=session_wait_seconds)
 
     @api.post("/enrollments/{enrollment_id}/cancel")
     async def cancel(enrollment_id: str, cmd: CancelEnrollment, request: Request) -> dict[str, Any]:
+        """Cancel an enrollment; a freed seat promotes the first waitlisted learner."""
         return await handlers.cancel_enrollment(store, enrollment_id, cmd, Trace.from_headers(request.headers))
 
     @api.post("/enrollments/{enrollment_id}/attendance")
     async def attendance(enrollment_id: str, cmd: RecordAttendance, request: Request) -> dict[str, Any]:
+        """Record (or correct) attendance of an enrolled learner: attended, partial or no_show."""
         return await handlers.record_attendance(store, enrollment_id, cmd, Trace.from_headers(request.headers))
 
     @api.get("/enrollments/{enrollment_id}")
     async def get_enrollment(enrollment_id: str) -> dict[str, Any]:
+        """One enrollment."""
         index = await store.get(ENROLLMENT_INDEX, enrollment_id)
         roster = await store.get(ROSTERS, index["session_id"]) if index else None
         found = find_in_roster_view(roster, enrollment_id) if roster else None
@@ -58,6 +63,7 @@ def router(store: Store, arrivals: SessionArrivals, session_wait_seconds: float)
 
     @api.get("/sessions/{session_id}/roster")
     async def get_roster(session_id: str) -> dict[str, Any]:
+        """A session's enrolled learners and waitlist, in order."""
         doc = await store.get(ROSTERS, session_id)
         if doc is None:
             raise NotFound(f"no session {session_id} is known to enrollment", code="unknown_session",

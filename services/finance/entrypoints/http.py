@@ -21,15 +21,18 @@ def router(store: Store) -> APIRouter:
 
     @api.post("/budgets", status_code=201, responses={422: {"description": "invalid, or another currency"}})
     async def allocate(cmd: AllocateBudget, request: Request) -> dict[str, Any]:
+        """Allocate budget to a cost centre for a year; allocations add up, in the currency of the first."""
         return await handlers.allocate_budget(store, cmd, Trace.from_headers(request.headers))
 
     @api.put("/cost-centres/{cost_centre}/per-learner-rates")
     async def set_rates(cost_centre: str, cmd: SetPerLearnerRates, request: Request) -> dict[str, Any]:
+        """Set the per-learner rates (per day or per session) a cost centre applies to new enrollments."""
         return await handlers.set_per_learner_rates(store, cost_centre, cmd, Trace.from_headers(request.headers))
 
     @api.post("/costs", status_code=201, responses={200: {"description": "same invoice again, unchanged"},
                                                     409: {"description": "invoice_ref used with other content"}})
     async def record_cost(cmd: RecordCost, request: Request, response: Response) -> dict[str, Any]:
+        """Record an actual cost (invoice, or credit note); the same invoice_ref again returns the existing entry."""
         entry, created = await handlers.record_cost(store, cmd, Trace.from_headers(request.headers))
         if not created:
             response.status_code = 200
@@ -37,6 +40,7 @@ def router(store: Store) -> APIRouter:
 
     @api.get("/cost-centres/{cost_centre}")
     async def get_cost_centre(cost_centre: str) -> dict[str, Any]:
+        """Budgets, committed and actual costs, rates and the ledger of a cost centre."""
         view = await ledger.cost_centre_view(store, cost_centre)
         if view is None:
             raise NotFound(f"no budget, rate or cost recorded for cost centre {cost_centre}",
@@ -45,6 +49,7 @@ def router(store: Store) -> APIRouter:
 
     @api.get("/sessions/{session_id}/costs")
     async def session_costs(session_id: str) -> dict[str, Any]:
+        """The cost entries of one session."""
         doc = await store.get(SESSIONS, session_id)
         entries = await ledger.session_entries(store, session_id)
         parked = await store.get(PARKED, session_id)

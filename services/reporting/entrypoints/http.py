@@ -37,31 +37,38 @@ def router(store: Store) -> APIRouter:
 
     @api.get("/occupancy/totals", tags=["occupancy"])
     async def totals(where: Filter) -> dict[str, Any]:
+        """Occupancy over all (filtered) sessions."""
         return await queries.totals(store, where)
 
     @api.get("/occupancy/sessions", tags=["occupancy"])
     async def sessions(where: Filter) -> dict[str, Any]:
+        """Occupancy per session."""
         return await queries.list_sessions(store, where)
 
     @api.get("/occupancy/sessions/{session_id:path}", tags=["occupancy"],
              responses={404: {"description": "no event of this session seen"}})
     async def session(session_id: str) -> dict[str, Any]:
+        """Occupancy of one session."""
         return await queries.get_session(store, session_id)
 
     @api.get("/occupancy/by-venue", tags=["occupancy"])
     async def by_venue(where: Filter) -> dict[str, Any]:
+        """Occupancy rolled up per venue or virtual room."""
         return await queries.rollup(store, "by_venue", where)
 
     @api.get("/occupancy/by-course", tags=["occupancy"])
     async def by_course(where: Filter) -> dict[str, Any]:
+        """Occupancy rolled up per course."""
         return await queries.rollup(store, "by_course", where)
 
     @api.get("/occupancy/by-month", tags=["occupancy"])
     async def by_month(where: Filter) -> dict[str, Any]:
+        """Occupancy rolled up per month of the local session start."""
         return await queries.rollup(store, "by_month", where)
 
     @api.get("/occupancy/by-year", tags=["occupancy"])
     async def by_year(where: Filter) -> dict[str, Any]:
+        """Occupancy rolled up per year of the local session start."""
         return await queries.rollup(store, "by_year", where)
 
     @api.get("/budgets", tags=["budgets"], description=BUDGET_FIGURES)
