@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="the Carpentries files")
     parser.add_argument("--report", type=Path, default=None, help="where to write the report "
                                                                  "(default <workdir>/demo-report.json)")
-    parser.add_argument("--concurrency", type=int, default=16, help="concurrent requests (default 16)")
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="requests in flight (default 4: more only adds contention on a small machine)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     for name in SERVICES:
         parser.add_argument(f"--url-{name}", default=None, help=f"use the {name} service running at this URL")
@@ -116,4 +117,5 @@ def _interrupt(*_: object) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started in the background with SIGINT ignored
     sys.exit(main())

@@ -2,8 +2,8 @@
 service code).
 
 Order: finance setup (per-learner rates, budgets), sessions (scheduling), enrollments (enrollment's batch
-endpoint), attendance (one request per learner: enrollment has no attendance batch endpoint), invoices of the
-planned costs (finance). Every command carries as_of (its business time) and backdated=true.
+endpoint), then at the same time attendance (one request per learner: enrollment has no attendance batch
+endpoint) and the invoices of the planned costs (finance). Every command carries as_of (its business time) and backdated=true.
 
 Sessions are scheduled in file order per venue (or virtual room): rows of one venue one after the other, so
 the earlier row wins a booking conflict exactly as in file order; different venues go concurrently (they
@@ -269,7 +269,7 @@ async def invoice_planned_costs(client: Client, urls: Urls, policy: Policy, resu
     if not policy.invoice_planned_costs:
         return
     items = [(r.session, c) for r in results for c in r.session.planned_costs]
-    with tqdm(total=len(items), desc="invoice  ", unit="invoice", disable=not progress) as bar:
+    with tqdm(total=len(items), desc="invoice  ", unit="invoice", disable=not progress, position=1) as bar:
         async def one(item: tuple[SessionImport, Any]) -> None:
             s, cost = item
             body = {"invoice_ref": f"{s.session_id}-{cost.category}", "cost_centre": s.cost_centre,
@@ -306,7 +306,10 @@ async def replay(urls: Urls, policy: Policy, sessions: list[SessionImport], *, c
         results, rejected = await timed("schedule", schedule_sessions(client, urls, policy, sessions, concurrency,
                                                                       progress))
         await timed("enroll", enroll_learners(client, urls, policy, results, failures, concurrency, progress))
-        await timed("attendance", record_attendance(client, urls, results, failures, concurrency, progress))
-        await timed("invoices", invoice_planned_costs(client, urls, policy, results, failures, concurrency, progress))
+        # attendance (enrollment) and invoices (finance) do not depend on each other: both at once
+        await asyncio.gather(
+            timed("attendance", record_attendance(client, urls, results, failures, concurrency, progress)),
+            timed("invoices", invoice_planned_costs(client, urls, policy, results, failures, concurrency, progress)),
+        )
         requests = {**client.requests, "retried": client.retries}
     return ReplayOutcome(results=results, rejected=rejected, failures=failures, requests=requests, seconds=seconds)
