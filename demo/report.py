@@ -33,26 +33,7 @@ RULES = [
     "money: illustrative amounts from the policy, USD; invoices = the planned costs when invoice_planned_costs",
 ]
 FIGURES = ("sessions", "virtual_sessions", "capacity", "enrolled", "waitlisted", "attended", "fill_rate")
-BUDGET_RULES = [
-    "all_workshops_2018.csv: one session per row, session_id = slug; course = first tag of "
-    "workshops.course_tag_priority (else default_course); capacity, days, cost centre from [courses]",
-    "online (country in online_countries or a tag in online_tags): virtual, time zone online_time_zone, "
-    "room 'online-<slug>'; else classroom at venue_id = host_name in time_zones[country]",
-    "slots: courses.<code>.days consecutive days, times.day_start..times.day_end local time",
-    "learners who try = usable Registered (attendance_registered_vs_daily.csv) else attendance; enrolled and "
-    "waitlisted as enrollment decides; the first min(attendance, enrolled) enrolled learners attended",
-    "rejected: no_learner_count (no attendance, no usable Registered), no_time_zone (classroom, country empty or "
-    "not in time_zones), booking_conflict (scheduling 409: venue booked by an earlier row)",
-    "instructor_training_events.csv: rows already in the workshops file skipped; the others TTT sessions, "
-    "venue 'site-of-<slug>'",
-    "CarpentryCon 2022: one virtual session per metadata row at its UTC start for Minutes, room "
-    "'carpentrycon2022-<Room>'; learners = num_attendees of the same start whose name begins the session name, "
-    "all attended; no count: scheduled without learners",
-    "as_of: scheduling start-60 days, enrollment start-1 day, attendance at the end, invoices end+14 days; "
-    "backdated=true; rates at history.setup_as_of, budgets on history.budget_allocated_on of the year before",
-    "money: illustrative amounts from the policy, USD; invoices = the planned costs when invoice_planned_costs",
-]
-FIGURES = ("allocated", "committed", "actual", "remaining")
+BUDGET_FIGURES = ("allocated", "committed", "actual", "remaining")
 
 
 def read_reporting(reporting_url: str) -> dict[str, Any]:
