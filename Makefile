@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e lint demo install clean
+.PHONY: run test test-unit test-integration test-e2e lint lint-deploy demo install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,11 +23,17 @@ demo: $(STAMP)
 	$(BIN)/python -m demo --workdir var/demo $(DEMO_ARGS)
 
 ## test: architecture contracts, then unit, integration and end-to-end tests
-test: $(STAMP) lint
+test: $(STAMP) lint lint-deploy
 	$(BIN)/python -m pytest -ra
 
 lint: $(STAMP)
 	$(BIN)/lint-imports
+
+## lint-deploy: compose file against the Compose specification, k8s manifests (offline schemas), Dockerfiles
+lint-deploy: $(STAMP)
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
+	$(BIN)/kubernetes-validate --strict --quiet deploy/k8s/*.yaml
+	$(BIN)/hadolint deploy/*/Dockerfile
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -ra tests/unit
