@@ -78,7 +78,7 @@ class ServiceRuntime:
         if self.broker is not None:
             await _retrying(self.broker.start, "kafka consumer")
         log.info("service started", http=f"{self.settings.http_host}:{self.settings.http_port}",
-                 kafka=self.settings.kafka_bootstrap_servers, store=self.settings.store_url)
+                 kafka=self.settings.kafka_bootstrap_servers, store=redact(self.settings.store_url))
 
     async def stop(self) -> None:
         if self.broker is not None:
@@ -117,6 +117,17 @@ class ServiceRuntime:
         except Exception as exc:  # noqa: BLE001
             checks["broker"] = f"unreachable: {type(exc).__name__}"
         return checks
+
+
+def redact(url: str) -> str:
+    """A URL without its password, for logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
 
 
 def _broker_security(security: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ class ServiceSettings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="Interface the HTTP API listens on.")
     http_port: int = Field(8000, description="Port of the HTTP API.")
     store_url: str = Field("sqlite:///var/service.db",
-                           description="The service's own database: sqlite:///<relative path> or sqlite:////<absolute>.")
+                           description="The service's own database: sqlite:///<relative path>, sqlite:////<absolute path>, "
+                           "or mongodb://user:pass@host/<database>?replicaSet=rs0.")
 
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"),
                                          description="Kafka brokers (host:port,...). `make run` starts an embedded "
