@@ -48,8 +48,3 @@ def kafka(request: pytest.FixtureRequest) -> Iterator[KafkaUnderTest]:
 
     with EmbeddedBroker() as broker:
         yield KafkaUnderTest(broker.bootstrap_servers, "embedded tansu")
-
-
-def pytest_report_header(config: pytest.Config) -> str:
-    mode = os.environ.get("TEST_KAFKA", "embedded")
-    return f"kafka under test: {mode} (TEST_KAFKA=embedded|docker|auto)"
