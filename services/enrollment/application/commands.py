@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.commands import CommandTime
 from shared.contracts.enrollment import AttendanceStatus
@@ -40,3 +40,18 @@ class RecordAttendance(CommandTime):
     model_config = ConfigDict(extra="forbid")
 
     status: AttendanceStatus
+
+
+class AttendanceRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enrollment_id: str = Field(min_length=1, max_length=128, description="An enrollment of this session.")
+    status: AttendanceStatus
+
+
+class RecordAttendances(CommandTime):
+    """Bulk import of one session's attendance: every record in one transaction, all or nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[AttendanceRecord] = Field(min_length=1, max_length=MAX_BATCH)

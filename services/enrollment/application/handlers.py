@@ -25,7 +25,7 @@ from ..adapters.rosters import (
 )
 from ..adapters.sessions import get_session, read_session
 from ..domain.model import Roster, SessionView
-from .commands import CancelEnrollment, EnrollLearner, EnrollLearners, RecordAttendance
+from .commands import CancelEnrollment, EnrollLearner, EnrollLearners, RecordAttendance, RecordAttendances
 
 log = structlog.get_logger()
 RETRY_UNKNOWN_SESSION_AFTER = 2  # seconds, sent as Retry-After
@@ -66,7 +66,8 @@ async def await_session(store: Store, session_id: str, arrivals: SessionArrivals
 async def _session_in(uow: UnitOfWork, session_id: str) -> SessionView:
     session = await get_session(uow, session_id)
     if session is None:  # cannot happen once seen: session views are never deleted
-        raise NotFound(f"no session {session_id}", code="unknown_session")
+        raise NotFound(f"no session {session_id} is known to enrollment", code="unknown_session",
+                       details={"session_id": session_id})
     return session
 
 
@@ -176,3 +177,36 @@ async def record_attendance(store: Store, enrollment_id: str, cmd: RecordAttenda
 
     return await retry_on_concurrency(attempt)
 
+
+
+async def record_attendances(store: Store, session_id: str, cmd: RecordAttendances, trace: Trace) -> dict[str, Any]:
+    """Bulk import of one session's attendance: one transaction, the rules of ``record_attendance`` per record.
+
+    All or nothing: a record that breaks a rule (an enrollment not of this session, not enrolled, listed twice
+    with different statuses) refuses the whole batch, naming the record (``index``, ``detail[].field``), and
+    nothing is written; so does a session that has not started (judged at as_of) or is cancelled. Each record gets
+    a result: the enrollment with its attendance and ``changed`` (false when it already had that status)."""
+    now, backdated = cmd.effective_time()
+    marks = [(r.enrollment_id, r.status) for r in cmd.records]
+
+    async def attempt() -> dict[str, Any]:
+        async with store.transaction() as uow:
+            roster = await load_roster(uow, await _session_in(uow, session_id))
+            expected = roster.version
+            decided = roster.record_attendances(marks, now, backdated)
+            events = [e for _, e in decided if e is not None]
+            if events:
+                await save(uow, roster, expected, [trace.envelope(e) for e in events])
+            return {
+                "session_id": session_id,
+                "results": [{**enrollment_view(roster, enrollment), "changed": event is not None}
+                            for enrollment, event in decided],
+                "recorded": sum(1 for e in events if e.previous_status is None),
+                "corrected": sum(1 for e in events if e.previous_status is not None),
+                "unchanged": len(decided) - len(events),
+            }
+
+    out = await retry_on_concurrency(attempt)
+    log.info("attendance imported", session_id=session_id, records=len(marks), recorded=out["recorded"],
+             corrected=out["corrected"])
+    return out

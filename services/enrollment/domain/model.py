@@ -21,10 +21,13 @@ Seat rules:
   no learner cancellations.
 * Attendance is recorded only for enrolled learners, and not before the session starts. Recording the same
   status again changes nothing; another status is a correction that names the status it replaces.
+* A batch of attendance records (one session) is all or nothing: one record that breaks a rule refuses the
+  whole batch (``Roster.record_attendances``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -37,7 +40,7 @@ from shared.contracts.enrollment import (
     LearnerWaitlisted,
 )
 from shared.contracts.scheduling import SessionPlan
-from shared.errors import Conflict, NotFound
+from shared.errors import CommandRejected, Conflict, Invalid, NotFound
 
 EnrollmentStatus = Literal["enrolled", "waitlisted", "cancelled"]
 RosterEvent = LearnerEnrolled | LearnerWaitlisted | EnrollmentCancelled | AttendanceRecorded
@@ -277,3 +280,67 @@ class Roster:
                                    status=status, previous_status=enrollment.attendance)
         self._record(event)
         return event
+
+    def record_attendances(self, records: Sequence[tuple[str, AttendanceStatus]], now: datetime,
+                           backdated: bool = False) -> list[tuple[Enrollment, AttendanceRecorded | None]]:
+        """Attendance of several enrollments of this session, all or nothing, in the order given.
+
+        Returns (the enrollment, its event or None when unchanged) per record. Every record follows the rules of
+        ``record_attendance``; an enrollment listed twice must carry the same status both times. A refusal names
+        the first refused record (``index``, its field) and lists every refused record in ``detail``; the caller
+        then writes nothing (the events of the records before it are only applied to this in-memory roster)."""
+        if self.session.cancelled:
+            raise Conflict(f"session {self.session_id} is cancelled: its enrollments are cancelled, no attendance "
+                           "can be recorded", code="session_cancelled")
+        if not self.session.started_at(now):
+            raise Conflict(f"session {self.session_id} has not started yet", code="session_not_started",
+                           details={"starts_at": self.session.starts_at.isoformat() if self.session.starts_at
+                                    else None})
+        first: dict[str, tuple[int, AttendanceStatus]] = {}
+        refused: list[_Refusal] = []
+        out: list[tuple[Enrollment, AttendanceRecorded | None]] = []
+        for n, (enrollment_id, status) in enumerate(records):
+            seen_at, seen_status = first.setdefault(enrollment_id, (n, status))
+            enrollment = self.enrollments.get(enrollment_id)
+            if seen_status != status:
+                refused.append(_Refusal(Invalid, "conflicting_records", n, enrollment_id, f"records.{n}.status",
+                                        f"enrollment {enrollment_id} is also listed at records.{seen_at} with status "
+                                        f"{seen_status}: one status per enrollment in a batch"))
+            elif enrollment is None:
+                refused.append(_Refusal(Invalid, "unknown_enrollment", n, enrollment_id,
+                                        f"records.{n}.enrollment_id",
+                                        f"no enrollment {enrollment_id} in session {self.session_id}"))
+            elif enrollment.status != "enrolled":
+                refused.append(_Refusal(Conflict, "not_enrolled", n, enrollment_id, f"records.{n}.enrollment_id",
+                                        f"enrollment {enrollment_id} is {enrollment.status}, not enrolled; "
+                                        "attendance is recorded for enrolled learners only"))
+            else:
+                out.append((enrollment, self.record_attendance(enrollment_id, status, now, backdated)))
+        if refused:
+            raise _batch_refused(refused)
+        return out
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    kind: type[Invalid] | type[Conflict]
+    code: str
+    index: int
+    enrollment_id: str
+    field: str
+    reason: str
+
+
+def _batch_refused(refused: list[_Refusal]) -> CommandRejected:
+    """One error for the whole batch: status and code of the first refused record, every refused record listed."""
+    first = refused[0]
+    more = f" ({len(refused) - 1} more records refused, see detail)" if len(refused) > 1 else ""
+    details = {
+        "index": first.index,
+        "enrollment_id": first.enrollment_id,
+        "refused_records": len(refused),
+        "detail": [{"field": r.field, "reason": r.reason, "error": r.code} for r in refused],
+    }
+    if first.kind is Invalid:  # 422: message "<field>: <reason>..."; detail lists every refused record
+        return Invalid(first.field, f"{first.reason}{more}; nothing was recorded", code=first.code, details=details)
+    return Conflict(f"{first.field}: {first.reason}{more}; nothing was recorded", code=first.code, details=details)

@@ -13,7 +13,13 @@ from shared.store.port import Store
 from ..adapters.arrivals import SessionArrivals
 from ..adapters.rosters import ENROLLMENT_INDEX, ROSTERS, find_in_roster_view
 from ..application import handlers
-from ..application.commands import CancelEnrollment, EnrollLearner, EnrollLearners, RecordAttendance
+from ..application.commands import (
+    CancelEnrollment,
+    EnrollLearner,
+    EnrollLearners,
+    RecordAttendance,
+    RecordAttendances,
+)
 
 UNKNOWN_SESSION = {404: {"description": "unknown session (retryable: scheduling's event may not have arrived yet)"}}
 
@@ -49,6 +55,16 @@ def router(store: Store, arrivals: SessionArrivals, session_wait_seconds: float)
     async def attendance(enrollment_id: str, cmd: RecordAttendance, request: Request) -> dict[str, Any]:
         """Record (or correct) attendance of an enrolled learner: attended, partial or no_show."""
         return await handlers.record_attendance(store, enrollment_id, cmd, Trace.from_headers(request.headers))
+
+    @api.post("/sessions/{session_id}/attendance/batch",
+              responses={404: {"description": "session unknown to enrollment"},
+                         409: {"description": "session not started or cancelled, or a record's learner is not "
+                                              "enrolled (names the record; nothing written)"},
+                         422: {"description": "a record names no enrollment of this session, or one enrollment "
+                                              "twice with different statuses (names the record; nothing written)"}})
+    async def attendance_batch(session_id: str, cmd: RecordAttendances, request: Request) -> dict[str, Any]:
+        """Record (or correct) the attendance of up to 1,000 enrolled learners of one session in one transaction; a refused record refuses the whole batch (bulk import path)."""
+        return await handlers.record_attendances(store, session_id, cmd, Trace.from_headers(request.headers))
 
     @api.get("/enrollments/{enrollment_id}")
     async def get_enrollment(enrollment_id: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from services.enrollment.application.commands import (
     EnrollLearner,
     EnrollLearners,
     RecordAttendance,
+    RecordAttendances,
 )
 from services.enrollment.application.policies import HANDLERS
 from shared.commands import Trace
@@ -283,3 +284,113 @@ async def test_attendance_recorded_corrected_and_refused(store) -> None:
                                          Trace())
     assert exc.value.code == "session_not_started"
     assert len(await stream(store, "s-future")) == 1
+
+
+# attendance batch ---------------------------------------------------------------------------------------------
+async def attendance_batch(store, records: list[tuple[str, str]], session_id: str = "s1", **kw) -> dict:
+    cmd = RecordAttendances(records=[{"enrollment_id": e, "status": s} for e, s in records], **kw)
+    return await handlers.record_attendances(store, session_id, cmd, Trace(correlation_id="attendance-import"))
+
+
+async def running_session(store, capacity: int, *learners: str, session_id: str = "s1") -> dict[str, str]:
+    """A session that started an hour ago, with these learners enrolled in order: learner -> enrollment id."""
+    await consume(store, scheduled(session_id, capacity=capacity, starts_in=-timedelta(hours=1)))
+    return {learner: (await enroll(store, learner, session_id=session_id))[0]["enrollment_id"]
+            for learner in learners}
+
+
+async def test_attendance_batch_records_corrects_and_skips_unchanged_in_one_append(store) -> None:
+    ids = await running_session(store, 3, "ann", "bob", "cid")
+    await handlers.record_attendance(store, ids["ann"], RecordAttendance(status="partial"), Trace())
+    await handlers.record_attendance(store, ids["cid"], RecordAttendance(status="no_show"), Trace())
+    before = len(await stream(store))
+    out = await attendance_batch(store, [(ids["ann"], "attended"), (ids["bob"], "attended"),
+                                         (ids["cid"], "no_show"), (ids["bob"], "attended")])
+    assert [(r["learner_id"], r["attendance"], r["changed"]) for r in out["results"]] == [
+        ("ann", "attended", True), ("bob", "attended", True), ("cid", "no_show", False), ("bob", "attended", False)]
+    assert (out["recorded"], out["corrected"], out["unchanged"]) == (1, 1, 2)
+    new = (await stream(store))[before:]
+    assert [(e.data.learner_id, e.data.status, e.data.previous_status) for e in new] == [
+        ("ann", "attended", "partial"), ("bob", "attended", None)]
+    assert {e.correlation_id for e in new} == {"attendance-import"}
+    assert await store.outbox_backlog() == before + 2
+    roster = await store.get(ROSTERS, "s1")
+    assert [(e["learner_id"], e["attendance"]) for e in roster["enrolled"]] == [
+        ("ann", "attended"), ("bob", "attended"), ("cid", "no_show")]
+    # the same batch again: nothing new
+    again = await attendance_batch(store, [(ids["ann"], "attended"), (ids["bob"], "attended")])
+    assert again["unchanged"] == 2 and len(await stream(store)) == before + 2
+
+
+async def test_attendance_batch_with_one_bad_record_is_refused_whole_naming_the_record(store) -> None:
+    ids = await running_session(store, 1, "ann", "bob")  # bob waits: capacity 1
+    other = await running_session(store, 5, "dan", session_id="s2")
+    before = await store.event_count()
+
+    with pytest.raises(Conflict) as exc:
+        await attendance_batch(store, [(ids["ann"], "attended"), (ids["bob"], "attended")])
+    assert exc.value.status_code == 409 and exc.value.code == "not_enrolled"
+    body = exc.value.body()
+    assert body["index"] == 1 and body["enrollment_id"] == ids["bob"]
+    assert body["detail"] == [{"field": "records.1.enrollment_id", "error": "not_enrolled",
+                               "reason": f"enrollment {ids['bob']} is waitlisted, not enrolled; attendance is "
+                                         "recorded for enrolled learners only"}]
+    assert "nothing was recorded" in body["message"]
+
+    # an enrollment of another session, and one that does not exist: 422, every refused record listed
+    with pytest.raises(Invalid) as exc:
+        await attendance_batch(store, [(ids["ann"], "attended"), (other["dan"], "attended"), ("nope", "no_show")])
+    body = exc.value.body()
+    assert exc.value.status_code == 422 and body["error"] == "unknown_enrollment" and body["index"] == 1
+    assert [d["field"] for d in body["detail"]] == ["records.1.enrollment_id", "records.2.enrollment_id"]
+    assert body["refused_records"] == 2 and "1 more records refused" in body["message"]
+
+    # the same enrollment twice with different statuses
+    with pytest.raises(Invalid) as exc:
+        await attendance_batch(store, [(ids["ann"], "attended"), (ids["ann"], "no_show")])
+    assert exc.value.code == "conflicting_records"
+    assert exc.value.body()["detail"][0]["field"] == "records.1.status"
+    assert "records.0" in exc.value.body()["detail"][0]["reason"]
+
+    assert await store.event_count() == before  # none of the refused batches wrote anything
+    assert (await store.get(ROSTERS, "s1"))["enrolled"][0].get("attendance") is None
+    assert (await store.get(ROSTERS, "s2"))["enrolled"][0].get("attendance") is None
+
+
+async def test_attendance_batch_refused_before_the_session_starts_unless_backdated_after_it(store) -> None:
+    await consume(store, scheduled(starts_in=-timedelta(days=3)))  # ran three days ago, eight hours
+    ann, _ = await enroll(store, "ann", as_of=NOW - timedelta(days=4), backdated=True)
+    with pytest.raises(Conflict) as exc:  # judged at as_of: before the start
+        await attendance_batch(store, [(ann["enrollment_id"], "attended")], as_of=NOW - timedelta(days=3, hours=1),
+                               backdated=True)
+    assert exc.value.code == "session_not_started" and exc.value.body()["starts_at"]
+    ended = NOW - timedelta(days=3) + timedelta(hours=8)
+    out = await attendance_batch(store, [(ann["enrollment_id"], "attended")], as_of=ended, backdated=True)
+    assert out["recorded"] == 1
+    event = (await stream(store))[-1].data
+    assert (event.status, event.occurred_at, event.backdated) == ("attended", ended, True)
+    with pytest.raises(Invalid):  # a past as_of needs backdated=true
+        await attendance_batch(store, [(ann["enrollment_id"], "no_show")], as_of=ended)
+
+
+async def test_attendance_batch_of_an_unknown_or_cancelled_session_is_refused(store) -> None:
+    with pytest.raises(NotFound) as exc:
+        await attendance_batch(store, [("e1", "attended")], session_id="ghost")
+    assert exc.value.code == "unknown_session" and exc.value.body()["session_id"] == "ghost"
+    ids = await running_session(store, 2, "ann")
+    await consume(store, Envelope(data=SessionCancelled(session_id="s1", occurred_at=NOW)))
+    before = await store.event_count()
+    with pytest.raises(Conflict) as exc:
+        await attendance_batch(store, [(ids["ann"], "attended")])
+    assert exc.value.code == "session_cancelled" and await store.event_count() == before
+
+
+def test_attendance_batch_is_limited_and_statuses_are_checked() -> None:
+    record = {"enrollment_id": "e1", "status": "attended"}
+    assert len(RecordAttendances(records=[record] * MAX_BATCH).records) == MAX_BATCH
+    with pytest.raises(ValidationError):
+        RecordAttendances(records=[record] * (MAX_BATCH + 1))
+    with pytest.raises(ValidationError):
+        RecordAttendances(records=[])
+    with pytest.raises(ValidationError):
+        RecordAttendances(records=[{**record, "status": "late"}])
