@@ -13,10 +13,20 @@ PERIOD_FIELD = Field(pattern=PERIOD_PATTERN, description="Calendar year, YYYY.",
 
 
 class AllocateBudget(CommandTime):
-    """Add money to a cost centre's budget for a period. The first allocation fixes the currency."""
+    """Add money to a cost centre's budget for a period. The first allocation fixes the currency.
+
+    With ``allocation_id`` (chosen by the client) the allocation is idempotent: the same id with the same content
+    again returns the allocation made the first time and adds nothing; the same id with other content is a
+    conflict. Without it every request is a new allocation."""
 
     model_config = ConfigDict(extra="forbid")
 
+    allocation_id: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$",
+        description="Client-chosen id that makes a retry safe: the same id and content again allocates nothing "
+        "more (200 with the first allocation); the same id with other content is 409 allocation_exists.",
+        examples=["budget-CC-1-2030"],
+    )
     cost_centre: str = ID_FIELD
     period: str = PERIOD_FIELD
     amount: Money

@@ -10,11 +10,12 @@ from shared.commands import Trace, retry_on_concurrency
 from shared.store.port import Store, UnitOfWork
 
 from ..adapters.documents import cost_centre_stream, save_rates
-from ..domain.model import CostCentre, same_invoice
+from ..domain.model import CostCentre, cents, same_allocation, same_invoice
 from ..projections import ledger
 from .commands import AllocateBudget, RecordCost, SetPerLearnerRates
 
 INVOICES = "invoices"  # one document per invoice_ref: what was recorded (idempotency of POST /costs)
+ALLOCATIONS = "allocations"  # one document per allocation_id: what was allocated (idempotency of POST /budgets)
 
 
 async def _load(uow: UnitOfWork, cost_centre: str) -> CostCentre:
@@ -22,24 +23,44 @@ async def _load(uow: UnitOfWork, cost_centre: str) -> CostCentre:
     return CostCentre.from_events(cost_centre, [r.envelope.data for r in recorded])
 
 
-async def allocate_budget(store: Store, cmd: AllocateBudget, trace: Trace) -> dict[str, Any]:
-    now, _ = cmd.effective_time()
-    allocation_id = str(uuid.uuid4())
+def _allocation_content(cmd: AllocateBudget, allocation_id: str) -> dict[str, Any]:
+    """What makes an allocation the same one again (its business time, as_of, does not)."""
+    return {
+        "allocation_id": allocation_id,
+        "cost_centre": cmd.cost_centre,
+        "period": cmd.period,
+        "amount": {"amount": str(cents(cmd.amount.amount)), "currency": cmd.amount.currency},  # 100 == 100.00
+    }
 
-    async def attempt() -> dict[str, Any]:
+
+async def allocate_budget(store: Store, cmd: AllocateBudget, trace: Trace) -> tuple[dict[str, Any], bool]:
+    """Returns (the allocation, created). With a client-chosen ``allocation_id`` the same allocation again returns
+    the one made the first time (nothing more allocated); the same id with other content is a conflict."""
+    now, _ = cmd.effective_time()
+    allocation_id = cmd.allocation_id or str(uuid.uuid4())
+    content = _allocation_content(cmd, allocation_id)
+
+    async def attempt() -> tuple[dict[str, Any], bool]:
         async with store.transaction() as uow:
+            existing = await uow.get(ALLOCATIONS, allocation_id)
+            if existing is not None:
+                same_allocation(existing["content"], content)
+                return existing["allocation"], False
             centre = await _load(uow, cmd.cost_centre)
             event = centre.allocate(allocation_id, cmd.period, cmd.amount, now)
             await uow.append(cost_centre_stream(cmd.cost_centre), centre.version, [trace.envelope(event)])
             centre.apply(event)
             await ledger.record(uow, [event])
-            return {
+            allocation = {
                 "allocation_id": allocation_id,
                 "cost_centre": cmd.cost_centre,
                 "period": cmd.period,
                 "amount": event.amount.model_dump(mode="json"),
                 "allocated": centre.budgets[cmd.period].model_dump(mode="json"),
+                "allocated_at": now.isoformat(),
             }
+            await uow.put(ALLOCATIONS, allocation_id, {"content": content, "allocation": allocation})
+            return allocation, True
 
     return await retry_on_concurrency(attempt)
 

@@ -203,9 +203,27 @@ class CostCentre:
                             session_id=session_id, invoice_ref=invoice_ref)
 
 
+def _differing(stored: dict[str, object], candidate: dict[str, object]) -> list[str]:
+    return sorted(k for k in candidate if stored.get(k) != candidate[k])
+
+
+def same_allocation(stored: dict[str, object], candidate: dict[str, object]) -> None:
+    """Idempotency of budget allocations by client-chosen ``allocation_id``: the same content again is fine
+    (nothing more is allocated), other content is a conflict naming the fields that differ."""
+    differing = _differing(stored, candidate)
+    if differing:
+        raise Conflict(
+            f"allocation {candidate.get('allocation_id')} was already made with other content "
+            f"(differs in: {', '.join(differing)}); allocations cannot be changed, use another allocation_id "
+            "to add to a budget",
+            code="allocation_exists",
+            details={"allocation_id": candidate.get("allocation_id"), "differing_fields": differing},
+        )
+
+
 def same_invoice(stored: dict[str, object], candidate: dict[str, object]) -> None:
     """Idempotency of invoices by ``invoice_ref``: the same content again is fine, other content is a conflict."""
-    differing = sorted(k for k in candidate if stored.get(k) != candidate[k])
+    differing = _differing(stored, candidate)
     if differing:
         raise Conflict(
             f"invoice {candidate.get('invoice_ref')} was already recorded with other content "

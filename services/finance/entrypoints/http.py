@@ -19,10 +19,16 @@ from ..projections import ledger
 def router(store: Store) -> APIRouter:
     api = APIRouter(tags=["finance"])
 
-    @api.post("/budgets", status_code=201, responses={422: {"description": "invalid, or another currency"}})
-    async def allocate(cmd: AllocateBudget, request: Request) -> dict[str, Any]:
-        """Allocate budget to a cost centre for a year; allocations add up, in the currency of the first."""
-        return await handlers.allocate_budget(store, cmd, Trace.from_headers(request.headers))
+    @api.post("/budgets", status_code=201,
+              responses={200: {"description": "same allocation_id with the same content again, unchanged"},
+                         409: {"description": "allocation_id used with other content"},
+                         422: {"description": "invalid, or another currency"}})
+    async def allocate(cmd: AllocateBudget, request: Request, response: Response) -> dict[str, Any]:
+        """Allocate budget to a cost centre for a year; allocations add up, in the currency of the first; an optional allocation_id makes a retry safe."""
+        allocation, created = await handlers.allocate_budget(store, cmd, Trace.from_headers(request.headers))
+        if not created:
+            response.status_code = 200
+        return allocation
 
     @api.put("/cost-centres/{cost_centre}/per-learner-rates")
     async def set_rates(cost_centre: str, cmd: SetPerLearnerRates, request: Request) -> dict[str, Any]:

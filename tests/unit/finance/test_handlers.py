@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -98,9 +98,9 @@ def row(view: dict[str, Any], period: str, currency: str = "EUR") -> dict[str, A
 
 # commands ------------------------------------------------------------------------------------------------------
 async def test_allocations_add_up_and_the_first_fixes_the_currency(store: SQLiteStore) -> None:
-    first = await handlers.allocate_budget(store, AllocateBudget(cost_centre="CC-1", period="2030",
+    first, _ = await handlers.allocate_budget(store, AllocateBudget(cost_centre="CC-1", period="2030",
                                                                  amount=money("1000.00")), TRACE)
-    second = await handlers.allocate_budget(store, AllocateBudget(cost_centre="CC-1", period="2030",
+    second, _ = await handlers.allocate_budget(store, AllocateBudget(cost_centre="CC-1", period="2030",
                                                                   amount=money("250.50")), TRACE)
     assert first["allocation_id"] != second["allocation_id"]
     assert second["allocated"] == money("1250.50")
@@ -120,6 +120,51 @@ async def test_allocations_add_up_and_the_first_fixes_the_currency(store: SQLite
     events = [e for e, _ in await published(store)]
     assert [type(e) for e in events] == [BudgetAllocated, BudgetAllocated]
     assert sum(e.amount.amount for e in events) == Decimal("1250.50")
+
+
+async def test_allocation_with_a_client_chosen_id_is_idempotent(store: SQLiteStore) -> None:
+    cmd = AllocateBudget(allocation_id="budget-CC-1-2030", cost_centre="CC-1", period="2030",
+                         amount=money("1000.00"))
+    first, created = await handlers.allocate_budget(store, cmd, TRACE)
+    assert created and first["allocation_id"] == "budget-CC-1-2030" and first["allocated"] == money("1000.00")
+    # a retry (another as_of, the amount written without cents): the first allocation back, nothing added
+    retry = AllocateBudget(allocation_id="budget-CC-1-2030", cost_centre="CC-1", period="2030",
+                           amount=money("1000"), as_of=datetime.now(UTC) - timedelta(days=30), backdated=True)
+    again, created_again = await handlers.allocate_budget(store, retry, TRACE)
+    assert not created_again and again == first
+    stored = await store.event_count()
+    for changed, fields in [({"amount": money("1500.00")}, ["amount"]),
+                            ({"amount": money("1000.00", "USD")}, ["amount"]),
+                            ({"period": "2031", "cost_centre": "CC-2"}, ["cost_centre", "period"])]:
+        with pytest.raises(Conflict) as err:
+            await handlers.allocate_budget(store, AllocateBudget.model_validate({**cmd.model_dump(), **changed}),
+                                          TRACE)
+        assert err.value.code == "allocation_exists" and err.value.details["differing_fields"] == fields
+        assert "budget-CC-1-2030" in err.value.message
+    assert await store.event_count() == stored
+    # another id adds to the budget; without an id every request is a new allocation
+    await handlers.allocate_budget(store, AllocateBudget.model_validate(
+        {**cmd.model_dump(), "allocation_id": "budget-CC-1-2030-b", "amount": money("200.00")}), TRACE)
+    plain = AllocateBudget(cost_centre="CC-1", period="2030", amount=money("50.00"))
+    a, created_a = await handlers.allocate_budget(store, plain, TRACE)
+    b, created_b = await handlers.allocate_budget(store, plain, TRACE)
+    assert created_a and created_b and a["allocation_id"] != b["allocation_id"]
+    view = await cost_centre_view(store, "CC-1")
+    assert (row(view, "2030")["allocated"], row(view, "2030")["allocations"]) == ("1300.00", 4)
+    allocated = [e for e, _ in await published(store) if isinstance(e, BudgetAllocated)]
+    assert [e.allocation_id for e in allocated][:2] == ["budget-CC-1-2030", "budget-CC-1-2030-b"]
+    assert len(allocated) == 4
+
+
+async def test_a_rejected_allocation_leaves_its_id_free(store: SQLiteStore) -> None:
+    await handlers.allocate_budget(store, AllocateBudget(cost_centre="CC-1", period="2030",
+                                                         amount=money("100.00")), TRACE)
+    with pytest.raises(Invalid):  # the budget of 2030 is in EUR
+        await handlers.allocate_budget(store, AllocateBudget(allocation_id="a-1", cost_centre="CC-1",
+                                                             period="2030", amount=money("5.00", "USD")), TRACE)
+    _, created = await handlers.allocate_budget(store, AllocateBudget(allocation_id="a-1", cost_centre="CC-1",
+                                                                      period="2030", amount=money("5.00")), TRACE)
+    assert created
 
 
 async def test_invoices_are_idempotent_by_reference(store: SQLiteStore) -> None:

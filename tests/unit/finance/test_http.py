@@ -83,3 +83,19 @@ async def test_per_learner_rates_over_http(client: httpx.AsyncClient) -> None:
                          json={"rates": [{**rates[0], "amount": money("0.00")}]})
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "rates.0.amount.amount"
     assert (await client.get("/cost-centres/CC-1")).json()["rates"] == rates
+
+
+async def test_budget_allocation_id_over_http(client: httpx.AsyncClient) -> None:
+    body = {"allocation_id": "demo-CC-1-2030", "cost_centre": "CC-1", "period": "2030", "amount": money("700.00")}
+    r = await client.post("/budgets", json=body)
+    assert r.status_code == 201 and r.json()["allocation_id"] == "demo-CC-1-2030"
+    first = r.json()
+    r = await client.post("/budgets", json=body)
+    assert r.status_code == 200 and r.json() == first
+    r = await client.post("/budgets", json={**body, "amount": money("800.00")})
+    assert r.status_code == 409
+    assert r.json()["error"] == "allocation_exists" and r.json()["differing_fields"] == ["amount"]
+    r = await client.post("/budgets", json={**body, "allocation_id": "has spaces"})
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "allocation_id"
+    budget = (await client.get("/cost-centres/CC-1")).json()["budgets"][0]
+    assert (budget["allocated"], budget["allocations"]) == ("700.00", 1)
