@@ -1,9 +1,11 @@
 """Replay the import plan through the services' public HTTP APIs (nothing else: no store, no Kafka, no imports of
 service code).
 
-Order: finance setup (per-learner rates, budgets), sessions (scheduling), enrollments (enrollment's batch
-endpoint), then at the same time attendance (one request per learner: enrollment has no attendance batch
-endpoint) and the invoices of the planned costs (finance). Every command carries as_of (its business time) and backdated=true.
+Order: finance setup (per-learner rates, budgets with a deterministic allocation_id), sessions (scheduling),
+enrollments (enrollment's batch endpoint), then at the same time attendance (enrollment's attendance batch
+endpoint: one request per session) and the invoices of the planned costs (finance). Every command carries as_of
+(its business time) and backdated=true. Every step is idempotent, so a rerun against the same stores changes
+nothing.
 
 Sessions are scheduled in file order per venue (or virtual room): rows of one venue one after the other, so
 the earlier row wins a booking conflict exactly as in file order; different venues go concurrently (they
@@ -16,7 +18,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -27,7 +28,7 @@ from .policy import Policy
 
 MAX_ATTEMPTS = 8  # per request: retryable answers (404/409/503 that say so, with Retry-After) and dropped connections
 MAX_RETRY_AFTER = 10.0  # seconds: a longer Retry-After is shortened to this
-BATCH_LIMIT = 1000  # enrollment's maximum batch size
+BATCH_LIMIT = 1000  # enrollment's maximum batch size (enrollments and attendance records)
 
 
 class ServiceError(Exception):
@@ -133,9 +134,15 @@ async def _bounded(items: list[Any], limit: int, work: Callable[[Any], Awaitable
 
 
 # ----- finance setup --------------------------------------------------------------------------------------------
+def allocation_id(cost_centre: str, period: str) -> str:
+    """The demo's one allocation per cost centre and year: the same id on every run, so finance allocates it once."""
+    return f"demo-{cost_centre}-{period}"
+
+
 async def setup_finance(client: Client, urls: Urls, policy: Policy, failures: list[dict[str, Any]]) -> None:
-    """Per-learner rates of every cost centre, then its budgets. Budgets are topped up to the policy's amount
-    (allocations add up in finance, so a rerun against the same stores allocates nothing more)."""
+    """Per-learner rates of every cost centre, then its budgets: one allocation per cost centre and year, with
+    a deterministic allocation_id (a rerun against the same stores gets 200 and allocates nothing more; a policy
+    amount changed since is finance's 409 allocation_exists, reported as a failure)."""
     for cc, rates in policy.rates.items():
         body = {"rates": [{"category": r.category, "amount": policy.money(r.amount), "per": r.per} for r in rates],
                 "as_of": _iso(policy.setup_as_of), "backdated": True}
@@ -144,22 +151,9 @@ async def setup_finance(client: Client, urls: Urls, policy: Policy, failures: li
         except ServiceError as exc:
             failures.append({"step": "per_learner_rates", "cost_centre": cc, "error": str(exc)})
     for cc, years in policy.budgets.items():
-        status, view = await client.call("GET", f"{urls.finance}/cost-centres/{cc}", ok=(200, 404))
-        allocated = {}
-        if status == 200:
-            for line in view.get("budgets", []):
-                if line.get("budget_currency") or Decimal(line.get("allocated", "0")) > 0:
-                    allocated[line["period"]] = Decimal(line["allocated"])
         for period, amount in sorted(years.items()):
-            missing = amount - allocated.get(period, Decimal(0))
-            if missing <= 0:
-                if missing < 0:
-                    failures.append({"step": "budget", "cost_centre": cc, "period": period,
-                                     "error": f"finance already holds {allocated[period]}, more than the policy's "
-                                              f"{amount}: allocations cannot be taken back, left as is"})
-                continue
-            body = {"cost_centre": cc, "period": period, "amount": policy.money(missing),
-                    "as_of": _iso(policy.budget_as_of(period)), "backdated": True}
+            body = {"allocation_id": allocation_id(cc, period), "cost_centre": cc, "period": period,
+                    "amount": policy.money(amount), "as_of": _iso(policy.budget_as_of(period)), "backdated": True}
             try:
                 await client.call("POST", f"{urls.finance}/budgets", body)
             except ServiceError as exc:
@@ -242,23 +236,28 @@ def attendees(result: SessionResult) -> list[str]:
 
 async def record_attendance(client: Client, urls: Urls, results: list[SessionResult],
                             failures: list[dict[str, Any]], concurrency: int, progress: bool) -> None:
+    """One attendance batch per session (all or nothing in enrollment); sessions concurrently."""
     todo = [r for r in results if attendees(r)]
     with tqdm(total=sum(len(attendees(r)) for r in todo), desc="attend   ", unit="learner",
               disable=not progress) as bar:
         async def one(result: SessionResult) -> None:
-            # one session's learners one after the other (they share one roster: concurrent writes would only
-            # collide); sessions run concurrently
-            as_of = _iso(result.session.attendance_as_of())
-            for enrollment_id in attendees(result):
-                body = {"status": "attended", "as_of": as_of, "backdated": True}
+            s = result.session
+            as_of = _iso(s.attendance_as_of())
+            marked = attendees(result)
+            for start in range(0, len(marked), BATCH_LIMIT):
+                chunk = marked[start:start + BATCH_LIMIT]
+                body = {"records": [{"enrollment_id": e, "status": "attended"} for e in chunk], "as_of": as_of,
+                        "backdated": True}
                 try:
-                    await client.call("POST", f"{urls.enrollment}/enrollments/{enrollment_id}/attendance", body,
-                                      ok=(200, 201))
-                    result.attended += 1
+                    _, answer = await client.call("POST", f"{urls.enrollment}/sessions/{s.session_id}/attendance/batch",
+                                                  body, ok=(200,))
                 except ServiceError as exc:
-                    failures.append({"step": "attendance", "session_id": result.session.session_id,
-                                     "enrollment_id": enrollment_id, "error": str(exc)})
-                bar.update()
+                    failures.append({"step": "attendance", "session_id": s.session_id, "records": len(chunk),
+                                     "error": str(exc)})
+                else:
+                    result.attended += sum(1 for entry in answer.get("results", [])
+                                           if entry.get("attendance") == "attended")
+                bar.update(len(chunk))
 
         await _bounded(todo, concurrency, one)
 

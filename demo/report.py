@@ -29,7 +29,8 @@ RULES = [
     "'carpentrycon2022-<Room>'; learners = num_attendees of the same start whose name begins the session name, "
     "all attended; no count: scheduled without learners",
     "as_of: scheduling start-60 days, enrollment start-1 day, attendance at the end, invoices end+14 days; "
-    "backdated=true; rates at history.setup_as_of, budgets on history.budget_allocated_on of the year before",
+    "backdated=true; rates at history.setup_as_of, budgets on history.budget_allocated_on of the year before "
+    "(allocation_id demo-<cost centre>-<year>: a rerun allocates nothing more)",
     "money: illustrative amounts from the policy, USD; invoices = the planned costs when invoice_planned_costs",
 ]
 FIGURES = ("sessions", "virtual_sessions", "capacity", "enrolled", "waitlisted", "attended", "fill_rate")
@@ -104,7 +105,7 @@ def build_report(policy: Policy, plan: ImportPlan, outcome: ReplayOutcome, repor
         "replay": {
             "sessions_scheduled": len(outcome.results),
             "learners_tried": sum(r.session.learners for r in outcome.results),
-            "attendance_requests": sum(len(attendees(r)) for r in outcome.results),
+            "attendance_records": sum(len(attendees(r)) for r in outcome.results),
             "failures": outcome.failures,
             "requests": outcome.requests,
             "cross_check": {"what": "figures the services answered during the replay vs the reporting projections",
