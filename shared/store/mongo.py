@@ -222,9 +222,10 @@ class MongoUnitOfWork(UnitOfWork):
                 raise TransactionConflict(what) from exc
             raise
 
-    async def read_stream(self, stream_id: str) -> list[RecordedEvent]:
+    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         with self._guard(f"stream {stream_id!r}"):
-            docs = await self._db[EVENTS].find({"stream_id": stream_id}, session=self._session).sort(
+            query = {"stream_id": stream_id, "version": {"$gt": after_version}}
+            docs = await self._db[EVENTS].find(query, session=self._session).sort(
                 "version", ASCENDING).to_list()
         return [_recorded(d) for d in docs]
 
@@ -420,8 +421,9 @@ class MongoStore(Store):
         docs = await self._d[DOCUMENTS].find({"collection": collection}).sort("key", ASCENDING).to_list()
         return [(d["key"], orjson.loads(d["body"])) for d in docs]
 
-    async def read_stream(self, stream_id: str) -> list[RecordedEvent]:
-        docs = await self._d[EVENTS].find({"stream_id": stream_id}).sort("version", ASCENDING).to_list()
+    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        query = {"stream_id": stream_id, "version": {"$gt": after_version}}
+        docs = await self._d[EVENTS].find(query).sort("version", ASCENDING).to_list()
         return [_recorded(d) for d in docs]
 
     async def read_all(self, after_position: int = 0, batch_size: int = 1000) -> AsyncIterator[RecordedEvent]:

@@ -54,7 +54,9 @@ class UnitOfWork(abc.ABC):
 
     # event streams ---------------------------------------------------------------------------------------------
     @abc.abstractmethod
-    async def read_stream(self, stream_id: str) -> list[RecordedEvent]: ...
+    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        """The stream's events with a version above ``after_version`` (all of them by default; a caller that
+        keeps a snapshot of the stream's state reads only what came after it)."""
 
     @abc.abstractmethod
     async def append(self, stream_id: str, expected_version: int, events: Sequence[Envelope]) -> int:
@@ -109,7 +111,7 @@ class Store(abc.ABC):
     async def scan(self, collection: str) -> list[tuple[str, dict[str, Any]]]: ...
 
     @abc.abstractmethod
-    async def read_stream(self, stream_id: str) -> list[RecordedEvent]: ...
+    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]: ...
 
     @abc.abstractmethod
     def read_all(self, after_position: int = 0, batch_size: int = 1000) -> AsyncIterator[RecordedEvent]:

@@ -99,8 +99,8 @@ class SQLiteUnitOfWork(UnitOfWork):
         self._conn = conn
         self.appended: int = 0
 
-    async def read_stream(self, stream_id: str) -> list[RecordedEvent]:
-        return _read_stream(self._conn, stream_id)
+    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        return _read_stream(self._conn, stream_id, after_version)
 
     async def append(self, stream_id: str, expected_version: int, events: Sequence[Envelope]) -> int:
         current = self._conn.execute(
@@ -168,9 +168,10 @@ def _get(conn: sqlite3.Connection, collection: str, key: str) -> dict[str, Any] 
     return orjson.loads(row[0]) if row else None
 
 
-def _read_stream(conn: sqlite3.Connection, stream_id: str) -> list[RecordedEvent]:
+def _read_stream(conn: sqlite3.Connection, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
     rows = conn.execute(
-        f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? ORDER BY version", (stream_id,)
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version > ? ORDER BY version",
+        (stream_id, after_version),
     ).fetchall()
     return [_recorded(r) for r in rows]
 
@@ -248,8 +249,8 @@ class SQLiteStore(Store):
         ).fetchall()
         return [(k, orjson.loads(b)) for k, b in rows]
 
-    async def read_stream(self, stream_id: str) -> list[RecordedEvent]:
-        return _read_stream(self._r, stream_id)
+    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        return _read_stream(self._r, stream_id, after_version)
 
     async def read_all(self, after_position: int = 0, batch_size: int = 1000) -> AsyncIterator[RecordedEvent]:
         position = after_position

@@ -28,6 +28,9 @@ class StoreContract:
         assert [r.version for r in recorded] == [1, 2, 3]
         assert [r.envelope.data.reason for r in recorded] == ["a", "b", "c"]
         assert await store.read_stream("session-2") == []
+        assert [r.version for r in await store.read_stream("session-1", after_version=1)] == [2, 3]
+        async with store.transaction() as uow:
+            assert [r.envelope.data.reason for r in await uow.read_stream("session-1", after_version=2)] == ["c"]
 
     async def test_stale_expected_version_is_a_concurrency_error_and_writes_nothing(self, store: Store) -> None:
         async with store.transaction() as uow:

@@ -18,9 +18,21 @@ INVOICES = "invoices"  # one document per invoice_ref: what was recorded (idempo
 ALLOCATIONS = "allocations"  # one document per allocation_id: what was allocated (idempotency of POST /budgets)
 
 
+SNAPSHOTS = "cost-centre-snapshots"  # the state of each cost centre's stream at a version, same transaction
+
+
 async def _load(uow: UnitOfWork, cost_centre: str) -> CostCentre:
-    recorded = await uow.read_stream(cost_centre_stream(cost_centre))
-    return CostCentre.from_events(cost_centre, [r.envelope.data for r in recorded])
+    """Snapshot + the events after it: loading stays cheap however many invoices a cost centre has."""
+    snapshot = await uow.get(SNAPSHOTS, cost_centre)
+    after = int(snapshot["version"]) if snapshot else 0
+    recorded = await uow.read_stream(cost_centre_stream(cost_centre), after_version=after)
+    return CostCentre.from_snapshot(cost_centre, snapshot, [r.envelope.data for r in recorded])
+
+
+async def _append(uow: UnitOfWork, centre: CostCentre, event: Any, trace: Trace) -> None:
+    await uow.append(cost_centre_stream(centre.cost_centre), centre.version, [trace.envelope(event)])
+    centre.apply(event)
+    await uow.put(SNAPSHOTS, centre.cost_centre, centre.snapshot())
 
 
 def _allocation_content(cmd: AllocateBudget, allocation_id: str) -> dict[str, Any]:
@@ -48,8 +60,7 @@ async def allocate_budget(store: Store, cmd: AllocateBudget, trace: Trace) -> tu
                 return existing["allocation"], False
             centre = await _load(uow, cmd.cost_centre)
             event = centre.allocate(allocation_id, cmd.period, cmd.amount, now)
-            await uow.append(cost_centre_stream(cmd.cost_centre), centre.version, [trace.envelope(event)])
-            centre.apply(event)
+            await _append(uow, centre, event, trace)
             await ledger.record(uow, [event])
             allocation = {
                 "allocation_id": allocation_id,
@@ -73,7 +84,7 @@ async def set_per_learner_rates(store: Store, cost_centre: str, cmd: SetPerLearn
         async with store.transaction() as uow:
             centre = await _load(uow, cost_centre)
             event = centre.set_rates(cmd.rates, now)
-            await uow.append(cost_centre_stream(cost_centre), centre.version, [trace.envelope(event)])
+            await _append(uow, centre, event, trace)
             await save_rates(uow, cost_centre, event.rates, now)
             await ledger.record(uow, [event])
             return {"cost_centre": cost_centre, "rates": [r.model_dump(mode="json") for r in event.rates],
@@ -108,7 +119,7 @@ async def record_cost(store: Store, cmd: RecordCost, trace: Trace) -> tuple[dict
             centre = await _load(uow, cmd.cost_centre)
             event = centre.record_invoice(cmd.invoice_ref, cmd.period, cmd.category, cmd.amount, cmd.session_id,
                                           cmd.credit_note, now)
-            await uow.append(cost_centre_stream(cmd.cost_centre), centre.version, [trace.envelope(event)])
+            await _append(uow, centre, event, trace)
             entry = {**ledger.entry_view(event), "credit_note": cmd.credit_note}
             await uow.put(INVOICES, cmd.invoice_ref, {"content": content, "entry": entry})
             await ledger.record(uow, [event])

@@ -168,6 +168,27 @@ class CostCentre:
         elif isinstance(event, CostIncurred) and event.kind == "actual":
             self.actual[event.period] = self.actual.get(event.period, Decimal("0")) + event.amount.amount
 
+    def snapshot(self) -> dict[str, object]:
+        """The state as a JSON-ready document (kept beside the stream so a load replays only newer events)."""
+        return {
+            "version": self.version,
+            "budgets": {p: m.model_dump(mode="json") for p, m in self.budgets.items()},
+            "actual": {p: str(a) for p, a in self.actual.items()},
+            "rates": [r.model_dump(mode="json") for r in self.rates],
+        }
+
+    @classmethod
+    def from_snapshot(cls, cost_centre: str, doc: dict[str, object] | None, events: Iterable[object]) -> CostCentre:
+        centre = cls(cost_centre)
+        if doc is not None:
+            centre.version = int(doc["version"])  # type: ignore[arg-type]
+            centre.budgets = {p: Money.model_validate(m) for p, m in doc["budgets"].items()}  # type: ignore[union-attr]
+            centre.actual = {p: Decimal(a) for p, a in doc["actual"].items()}  # type: ignore[union-attr]
+            centre.rates = [PerLearnerRate.model_validate(r) for r in doc["rates"]]  # type: ignore[union-attr]
+        for event in events:
+            centre.apply(event)
+        return centre
+
     def budget_currency(self, period: str) -> str | None:
         budget = self.budgets.get(period)
         return budget.currency if budget is not None else None
