@@ -216,3 +216,33 @@ def test_a_cancelled_session_stays_cancelled_and_costs_nothing_when_its_plan_cha
     assert costs.schedule(one_day, Cause("ev-3", NOW)) == []
     assert costs.enroll("e1", [rate("catering", "20.00", "day")], Cause("ev-4", NOW)) == []
     assert costs.committed() == {}
+
+
+def test_snapshot_plus_later_events_equals_full_replay() -> None:
+    from datetime import UTC, datetime
+
+    from shared.contracts.finance import BudgetAllocated, CostIncurred, CostPolicySet
+
+    from services.finance.domain.model import CostCentre
+
+    now = datetime(2027, 1, 1, tzinfo=UTC)
+    eur = {"currency": "EUR"}
+    events = [
+        BudgetAllocated(occurred_at=now, allocation_id="a1", cost_centre="CC", period="2027",
+                        amount={"amount": "1000.00", **eur}),
+        CostPolicySet(occurred_at=now, cost_centre="CC",
+                      rates=[{"category": "catering", "amount": {"amount": "12.50", **eur}, "per": "day"}]),
+        CostIncurred(occurred_at=now, cost_id="c1", cost_centre="CC", period="2027", kind="actual",
+                     reason="invoice", category="venue", amount={"amount": "100.10", **eur}, invoice_ref="I1"),
+        BudgetAllocated(occurred_at=now, allocation_id="a2", cost_centre="CC", period="2027",
+                        amount={"amount": "500.00", **eur}),
+        CostIncurred(occurred_at=now, cost_id="c2", cost_centre="CC", period="2027", kind="actual",
+                     reason="invoice", category="venue", amount={"amount": "0.90", **eur}, invoice_ref="I2"),
+    ]
+    full = CostCentre.from_events("CC", events)
+    for cut in range(len(events) + 1):
+        snap = CostCentre.from_events("CC", events[:cut]).snapshot()
+        resumed = CostCentre.from_snapshot("CC", snap, events[cut:])
+        assert resumed.snapshot() == full.snapshot()
+    assert full.snapshot()["actual"] == {"2027": "101.00"}
+    assert full.version == 5
