@@ -1,7 +1,13 @@
 """The process around a service: store, outbox relay, Kafka consumer and HTTP API, started and stopped together.
 
 Every service's ``bootstrap.py`` builds one ``ServiceRuntime`` and hands it its HTTP routers and event handlers;
-so all four services start, stop, report health and status the same way.
+so all four services start, stop, report health, status and metrics and write logs the same way.
+
+Shutdown (SIGTERM/SIGINT; uvicorn first stops accepting connections and lets running requests finish, then runs
+``ServiceRuntime.stop``): the Kafka consumer stops fetching and the batch being applied finishes (its offsets are
+committed after its transaction) or, past FastStream's graceful timeout, is cancelled: its transaction rolls back
+and nothing of it is committed, so it is delivered again after the restart (the inbox skips what was stored).
+Then the outbox relay publishes what is still pending, the producer and the store are closed.
 """
 
 from __future__ import annotations
@@ -14,15 +20,17 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from faststream.kafka import KafkaBroker
 
+from shared import metrics
 from shared.contracts.topics import dead_letter_topic
 from shared.errors import CommandRejected
 from shared.logging import configure_logging
 from shared.messaging.consumer import DEAD_LETTERS, EventConsumer, Handler
 from shared.messaging.kafka import Producer, missing_topics
 from shared.messaging.relay import OutboxRelay
+from shared.observability import RequestObserver, observe_store
 from shared.settings import ServiceSettings
 from shared.store import Store, open_store
 
@@ -41,7 +49,7 @@ class ServiceRuntime:
     ) -> None:
         self.settings = settings
         self.name = settings.service_name
-        self.store = store or open_store(settings.store_url)
+        self.store = observe_store(store or open_store(settings.store_url))
         security = settings.kafka_security()
         self.producer = Producer(settings.kafka_bootstrap_servers, security)
         self.relay = (
@@ -51,9 +59,14 @@ class ServiceRuntime:
         self.broker: KafkaBroker | None = None
         self.consumer: EventConsumer | None = None
         self.on_applied: list[Callable[[Any], None]] = []
+        self._consumer_start: asyncio.Task[None] | None = None
+        self._consumer_started = False
+        self._consumer_error = "not started"
+        metrics.SERVICE.labels(self.name).set(1)
         if subscribes_to:
             # logger=None: FastStream would log every message at INFO; our consumer logs what matters
-            self.broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None, **_broker_security(security))
+            self.broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None, **_broker_security(security),
+                                      **_consumer_only())
             self.consumer = EventConsumer(
                 self.name,
                 self.store,
@@ -76,18 +89,71 @@ class ServiceRuntime:
             self.store.on_commit.append(self.relay.wake)
             self.relay.start()
         if self.broker is not None:
-            await _retrying(self.broker.start, "kafka consumer")
+            # in the background: the HTTP API answers meanwhile (/healthz 200, /readyz 503 naming the consumer)
+            self._consumer_start = asyncio.create_task(self._start_consumer(), name="kafka-consumer-start")
         log.info("service started", http=f"{self.settings.http_host}:{self.settings.http_port}",
                  kafka=self.settings.kafka_bootstrap_servers, store=redact(self.settings.store_url))
 
+    async def _start_consumer(self) -> None:
+        assert self.broker is not None
+
+        broker = self.broker
+
+        async def start() -> None:
+            try:
+                await broker.start()
+            except Exception:
+                try:  # close the clients a failed start opened, or each retry leaks them
+                    await broker.stop()
+                except Exception:  # noqa: BLE001
+                    pass
+                raise
+
+        def failed(exc: BaseException) -> None:
+            self._consumer_error = f"starting: {type(exc).__name__}"
+
+        await _retrying(start, "kafka consumer", attempts=None, on_error=failed)
+        self._consumer_started = True
+        self._consumer_error = ""
+        log.info("kafka consumer started", topics=list(self.subscribes_to))
+
     async def stop(self) -> None:
+        if self._consumer_start is not None and not self._consumer_start.done():
+            self._consumer_start.cancel()
+            try:
+                await self._consumer_start
+            except (asyncio.CancelledError, Exception):
+                pass
         if self.broker is not None:
-            await self.broker.stop()  # stop taking events; what is stored is committed, the rest comes back
+            in_flight = self.consumer.stats.in_flight if self.consumer else 0
+            log.info("stopping kafka consumer", records_in_flight=in_flight)
+            # FastStream: stop fetching, wait (graceful_timeout, 15 s) for the batch being applied, whose offsets
+            # are committed only after its transaction; past that it is cancelled uncommitted (comes back later)
+            try:
+                await self.broker.stop()
+            except Exception as exc:  # noqa: BLE001 - go on closing the rest
+                log.warning("kafka consumer did not stop cleanly", error=repr(exc)[:300])
+            self._consumer_started = False
+            log.info("kafka consumer stopped", processed=self.consumer.stats.processed if self.consumer else 0)
         if self.relay is not None:
-            await self.relay.stop()
+            await self.relay.stop()  # publishes what is still pending (events stored right before SIGTERM)
         await self.producer.stop()
         await self.store.close()
         log.info("service stopped")
+
+    async def refresh_metrics(self) -> None:
+        """Set the gauges that are read from the store and the consumer (called on each scrape; never raises)."""
+        if self.relay is not None:
+            try:
+                metrics.OUTBOX_BACKLOG.set(await self.store.outbox_backlog())
+            except Exception:  # noqa: BLE001 - the scrape still answers with the rest
+                pass
+        if self.consumer is not None:
+            behind, seconds = await self.consumer.lag()
+            metrics.LAG_EVENTS.clear()
+            for (topic, partition), n in behind.items():
+                metrics.LAG_EVENTS.labels(topic, str(partition)).set(n)
+            metrics.LAG_SECONDS.set(seconds)
 
     async def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"service": self.name}
@@ -102,6 +168,8 @@ class ServiceRuntime:
 
     async def readiness(self) -> dict[str, Any]:
         checks: dict[str, Any] = {}
+        if self.broker is not None:
+            checks["consumer"] = "ok" if self._consumer_started else self._consumer_error or "not started"
         try:
             await self.store.ping()
             checks["store"] = "ok"
@@ -130,20 +198,34 @@ def redact(url: str) -> str:
     return url
 
 
+def _consumer_only() -> dict[str, Any]:
+    """FastStream's broker only consumes here (dead letters go through our own producer): where FastStream
+    supports it, it then opens no producer and no admin client of its own."""
+    import inspect
+
+    return {"consumer_only": True} if "consumer_only" in inspect.signature(KafkaBroker.__init__).parameters else {}
+
+
 def _broker_security(security: dict[str, Any]) -> dict[str, Any]:
     # FastStream takes the same aiokafka connection arguments
     return {k: v for k, v in security.items() if k != "security_protocol" or v != "PLAINTEXT"}
 
 
-async def _retrying(start: Callable[[], Any], what: str, attempts: int = 30) -> None:
+async def _retrying(start: Callable[[], Any], what: str, attempts: int | None = 30,
+                    on_error: Callable[[BaseException], None] | None = None) -> None:
+    """Call ``start`` until it succeeds, backing off up to 5 s; ``attempts=None`` retries until cancelled."""
     delay = 0.2
-    for n in range(attempts):
+    n = 0
+    while True:
+        n += 1
         try:
             await start()
             return
         except Exception as exc:  # noqa: BLE001
-            if n == attempts - 1:
+            if attempts is not None and n >= attempts:
                 raise
+            if on_error is not None:
+                on_error(exc)
             log.warning(f"{what} cannot start yet, retrying", error=repr(exc)[:200], retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5)
@@ -163,6 +245,7 @@ def create_app(runtime: ServiceRuntime, routers: list[APIRouter], title: str, de
 
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
+    app.add_middleware(RequestObserver)
 
     @app.exception_handler(CommandRejected)
     async def rejected(_: Request, exc: CommandRejected) -> JSONResponse:
@@ -185,7 +268,7 @@ def create_app(runtime: ServiceRuntime, routers: list[APIRouter], title: str, de
 
     @app.get("/readyz", tags=["operations"])
     async def readyz() -> JSONResponse:
-        """Readiness: store reachable, broker reachable, topics present (503 with the failing check otherwise)."""
+        """Readiness: store reachable, broker reachable, topics present, Kafka consumer started (503 naming the failing check otherwise)."""
         checks = await runtime.readiness()
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
@@ -195,6 +278,13 @@ def create_app(runtime: ServiceRuntime, routers: list[APIRouter], title: str, de
         """Event counts: stored and not yet published (producers), processed and dead-lettered (consumers)."""
         return await runtime.status()
 
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics (text format): events consumed, stored and published per type, handler latency and errors, dead letters, outbox backlog, projection lag, HTTP requests."""
+        await runtime.refresh_metrics()
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
     for router in routers:
         app.include_router(router)
     return app
@@ -202,7 +292,11 @@ def create_app(runtime: ServiceRuntime, routers: list[APIRouter], title: str, de
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Run one service process; SIGTERM/SIGINT stop it gracefully (uvicorn runs the lifespan shutdown)."""
+    import logging
+
     import uvicorn
 
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning",
+    logging.captureWarnings(True)  # Python warnings become log lines too (one JSON object per line)
+    # log_config=None: uvicorn's own lines go through our structlog renderer (JSON with the service name)
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning", log_config=None,
                 timeout_graceful_shutdown=10, access_log=False)

@@ -6,6 +6,10 @@ is committed only after that transaction (FastStream ``AckPolicy.NACK_ON_ERROR``
 returned, rewind and redeliver if it raised). A handler that keeps failing is retried with exponential backoff
 ``max_attempts`` times, then the record goes to the dead-letter topic with the error in its headers and the
 consumer moves on. Only if even the dead-letter publish fails does the record stay uncommitted and come back.
+
+Every log line written while an event is handled (here and in the service's handlers) carries its ``event_id``,
+``event_type``, ``correlation_id`` and ``causation_id``; the ``ilt_*`` metrics of ``shared.metrics`` are recorded
+here (events consumed per type and outcome, handler latency and errors, dead letters, projection lag).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
+from shared import metrics
 from shared.contracts.base import IntegrationEvent
+from shared.logging import event_fields, header_fields
 from shared.store.port import ConcurrencyError, Store, UnitOfWork
 
 from .envelope import Envelope, UndecodableEvent, decode, header_map
@@ -42,6 +48,7 @@ class ConsumerStats:
         self.retries = 0
         self.last_event_time: datetime | None = None
         self.last_processed_at: float | None = None
+        self.in_flight = 0  # records of the batch being applied right now
 
 
 class EventConsumer:
@@ -67,6 +74,8 @@ class EventConsumer:
         self.backoff_seconds = backoff_seconds
         self.on_applied = on_applied
         self.stats = ConsumerStats()
+        self.subscriber: Any = None  # the FastStream subscriber, once subscribed (its .consumer is aiokafka's)
+        self.started_at = time.time()
 
     async def process(
         self, value: bytes | None, headers: Any, topic: str, partition: int, offset: int, key: bytes | None = None
@@ -77,41 +86,63 @@ class EventConsumer:
             await self._dead_letter(value, headers, key, topic, partition, offset, exc.reason, exc.detail)
             return
         handler = self.handlers.get(type(envelope.data))
-        bound = log.bind(event_id=envelope.id, event_type=envelope.type,
-                         correlation_id=envelope.correlation_id, causation_id=envelope.causation_id)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with self.store.transaction() as uow:
-                    # every event is claimed, handled or not: the inbox is the complete record of what was seen
-                    fresh = await uow.claim(self.name, envelope.id)
-                    if fresh and handler is not None:
-                        await handler(uow, envelope)
-                    await uow.save_checkpoint(self.name, topic, partition, offset)
-                if not fresh:
-                    self.stats.skipped_duplicates += 1
-                    bound.debug("duplicate event skipped")
-                else:
-                    self.stats.processed += 1
-                    self.stats.last_event_time = envelope.time
-                    self.stats.last_processed_at = time.time()
-                    if handler is not None and self.on_applied is not None:
-                        self.on_applied(envelope)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if attempt >= self.max_attempts:
-                    bound.error("handler failed, dead-lettering", attempts=attempt, error=repr(exc)[:300])
-                    await self._dead_letter(
-                        value, headers, key, topic, partition, offset, "handler_failed", f"{type(exc).__name__}: {exc}"
-                    )
+        with structlog.contextvars.bound_contextvars(**event_fields(envelope)):
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    async with self.store.transaction() as uow:
+                        # every event is claimed, handled or not: the inbox is the complete record of what was seen
+                        fresh = await uow.claim(self.name, envelope.id)
+                        if fresh and handler is not None:
+                            await self._handle(handler, uow, envelope)
+                        await uow.save_checkpoint(self.name, topic, partition, offset)
+                    self._count(envelope, fresh)
+                    if not fresh:
+                        self.stats.skipped_duplicates += 1
+                    else:
+                        self.stats.processed += 1
+                        self.stats.last_event_time = envelope.time
+                        self.stats.last_processed_at = time.time()
+                        if handler is not None and self.on_applied is not None:
+                            self.on_applied(envelope)
                     return
-                self.stats.retries += 1
-                delay = 0 if isinstance(exc, ConcurrencyError) else self.backoff_seconds * 2 ** (attempt - 1)
-                bound.warning("handler failed, retrying", attempt=attempt, retry_in=delay, error=repr(exc)[:300])
-                await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if attempt >= self.max_attempts:
+                        log.error("handler failed, dead-lettering", attempts=attempt, error=repr(exc)[:300])
+                        await self._dead_letter(
+                            value, headers, key, topic, partition, offset, "handler_failed",
+                            f"{type(exc).__name__}: {exc}",
+                        )
+                        return
+                    self.stats.retries += 1
+                    delay = 0 if isinstance(exc, ConcurrencyError) else self.backoff_seconds * 2 ** (attempt - 1)
+                    log.warning("handler failed, retrying", attempt=attempt, retry_in=delay, error=repr(exc)[:300])
+                    await asyncio.sleep(delay)
+
+    async def _handle(self, handler: Handler, uow: UnitOfWork, envelope: Envelope) -> None:
+        """Run one handler, timed; a failure is counted per event type and raised on."""
+        started = time.perf_counter()
+        try:
+            await handler(uow, envelope)
+        except Exception:
+            metrics.HANDLER_ERRORS.labels(envelope.type).inc()
+            raise
+        finally:
+            metrics.HANDLER_SECONDS.labels(envelope.type).observe(time.perf_counter() - started)
+
+    def _count(self, envelope: Envelope, fresh: bool) -> None:
+        """After the commit: what happened to this event."""
+        if not fresh:
+            outcome = "duplicate"
+        elif type(envelope.data) in self.handlers:
+            outcome = "applied"
+        else:
+            outcome = "ignored"
+        metrics.EVENTS_CONSUMED.labels(envelope.type, outcome).inc()
+        log.debug(f"event {outcome}", **event_fields(envelope))
 
     async def _dead_letter(
         self, value: bytes | None, headers: Any, key: bytes | None, topic: str, partition: int, offset: int,
@@ -140,8 +171,10 @@ class EventConsumer:
             })
             await uow.save_checkpoint(self.name, topic, partition, offset)
         self.stats.dead_lettered += 1
+        metrics.DEAD_LETTERED.labels(reason).inc()
         log.warning("record dead-lettered", reason=reason, detail=detail[:300], topic=topic,
-                    partition=partition, offset=offset)
+                    partition=partition, offset=offset, dead_letter_topic=self.dead_letter_topic,
+                    **header_fields(headers))
 
     async def process_batch(self, records: Sequence[Any]) -> None:
         """Apply a fetched batch in as few transactions as possible, with the same outcome as one by one.
@@ -168,32 +201,39 @@ class EventConsumer:
             record = run[0][0]
             await self.process(record.value, record.headers, record.topic, record.partition, record.offset, record.key)
             return
-        applied: list[Envelope] = []
-        duplicates = 0
+        seen: list[tuple[Envelope, bool]] = []
+        current: Envelope | None = None
         try:
             async with self.store.transaction() as uow:
                 last: dict[tuple[str, int], int] = {}
                 for record, envelope in run:
-                    if await uow.claim(self.name, envelope.id):
-                        handler = self.handlers.get(type(envelope.data))
-                        if handler is not None:
-                            await handler(uow, envelope)
-                        applied.append(envelope)
-                    else:
-                        duplicates += 1
+                    current = envelope
+                    with structlog.contextvars.bound_contextvars(**event_fields(envelope)):
+                        fresh = await uow.claim(self.name, envelope.id)
+                        if fresh:
+                            handler = self.handlers.get(type(envelope.data))
+                            if handler is not None:
+                                await self._handle(handler, uow, envelope)
+                    seen.append((envelope, fresh))
                     last[(record.topic, record.partition)] = record.offset
+                current = None
                 for (topic, partition), offset in last.items():
                     await uow.save_checkpoint(self.name, topic, partition, offset)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - redo one by one: retries and dead letters per record
-            log.info("batch rolled back, applying its records one by one", size=len(run), error=repr(exc)[:200])
+            failed = event_fields(current) if current is not None else {}
+            log.info("batch rolled back, applying its records one by one", size=len(run), error=repr(exc)[:200],
+                     **failed)
             for record, _ in run:
                 await self.process(record.value, record.headers, record.topic, record.partition, record.offset,
                                    record.key)
             return
+        applied = [envelope for envelope, fresh in seen if fresh]
+        for envelope, fresh in seen:
+            self._count(envelope, fresh)
         self.stats.processed += len(applied)
-        self.stats.skipped_duplicates += duplicates
+        self.stats.skipped_duplicates += len(seen) - len(applied)
         if applied:
             self.stats.last_event_time = applied[-1].time
             self.stats.last_processed_at = time.time()
@@ -201,6 +241,40 @@ class EventConsumer:
             for envelope in applied:
                 if type(envelope.data) in self.handlers:
                     self.on_applied(envelope)
+
+    async def lag(self) -> tuple[dict[tuple[str, int], int], float]:
+        """(records behind per assigned partition, seconds behind). Never raises; unknown partitions are left out.
+
+        Records behind = the high-water mark the consumer saw in its last fetch of the partition minus the next
+        offset to store (the stored checkpoint + 1, or the consumer's position where nothing is stored yet). Not
+        ``end_offsets()``: the embedded broker answers it wrongly for multi-record batches, while the fetch
+        responses' high-water marks are right (measured). The figure is as fresh as the last fetch."""
+        behind: dict[tuple[str, int], int] = {}
+        consumer = getattr(self.subscriber, "consumer", None)
+        if consumer is None:
+            return behind, 0.0
+        try:
+            assigned = list(consumer.assignment())
+            checkpoints = await self.store.checkpoints(self.name) if assigned else {}
+        except Exception:  # noqa: BLE001 - a metric never breaks the service
+            return behind, 0.0
+        for tp in assigned:
+            try:
+                high = consumer.highwater(tp)
+                if high is None:
+                    continue
+                stored = checkpoints.get((tp.topic, tp.partition))
+                if stored is not None:
+                    next_offset = stored + 1
+                else:
+                    next_offset = await asyncio.wait_for(consumer.position(tp), timeout=0.5)
+                behind[(tp.topic, tp.partition)] = max(0, high - next_offset)
+            except Exception:  # noqa: BLE001 - e.g. revoked during a rebalance, position not known yet
+                continue
+        if not any(behind.values()):
+            return behind, 0.0
+        since = self.stats.last_event_time.timestamp() if self.stats.last_event_time else self.started_at
+        return behind, max(0.0, time.time() - since)
 
     def subscribe(self, broker: KafkaBroker, *topics: str, max_records: int = 500, **options: Any) -> Any:
         """Register on a FastStream broker: one consumer group per service, explicit at-least-once acks.
@@ -211,7 +285,7 @@ class EventConsumer:
         async def raw_records(message: Any) -> Any:  # keep FastStream from parsing the payload for us
             return message.body
 
-        @broker.subscriber(
+        subscriber = broker.subscriber(
             *topics,
             group_id=self.name,
             auto_offset_reset="earliest",
@@ -223,8 +297,18 @@ class EventConsumer:
             description=f"Events the {self.name} service applies (consumer group '{self.name}').",
             **options,
         )
+
+        @subscriber
         async def on_records(message: KafkaMessage) -> None:
             records = message.raw_message
-            await self.process_batch(records if isinstance(records, tuple) else (records,))
+            batch = records if isinstance(records, tuple) else (records,)
+            self.stats.in_flight = len(batch)
+            started = time.perf_counter()
+            try:
+                await self.process_batch(batch)
+            finally:
+                self.stats.in_flight = 0
+                metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
+        self.subscriber = subscriber
         return on_records
