@@ -184,7 +184,7 @@ def test_metrics_and_logs_of_running_services(kafka, tmp_path) -> None:
 
         # commands: 3 sessions (the first joins a correlation chain), 1 cancellation, 1 invalid request
         correlation = f"ops-{run}-chain"
-        with httpx.Client(timeout=30) as http:
+        with httpx.Client(timeout=30, headers=stack.headers()) as http:
             sessions = []
             for n in range(3):
                 headers = {"X-Correlation-Id": correlation} if n == 0 else {}
@@ -406,7 +406,8 @@ def test_sigterm_during_a_stream_applies_every_event_once(kafka, tmp_path) -> No
         wait_for("the last event applied", lambda: allocated(url, cost_centre, "2998") == 1, timeout=120)
         assert allocated(url, cost_centre, period) == published  # each allocation counted exactly once
         assert status(url)["processed_events"] - before == published + 1  # none lost (the inbox has each once)
-        print(f"\nstream: {published} events, {at_sigterm} before SIGTERM; stop: {stops[0]}; exit {returncode}")
+        print(f"\nstream: {published} events, {at_sigterm} acknowledged when the process had exited; "
+              f"{stops[0]}; exit status {returncode}")
 
 
 def test_sigterm_flushes_the_outbox(kafka, tmp_path) -> None:
@@ -418,7 +419,7 @@ def test_sigterm_flushes_the_outbox(kafka, tmp_path) -> None:
 
         async def burst() -> list[tuple[int | None, str]]:
             """20 commands at once; SIGTERM as soon as the first is answered (the others are in flight)."""
-            async with httpx.AsyncClient(base_url=proc.url, timeout=30) as http:
+            async with httpx.AsyncClient(base_url=proc.url, timeout=30, headers=stack.headers()) as http:
                 async def schedule(n: int) -> tuple[int | None, str]:
                     try:
                         response = await http.post("/sessions", json=plan(run, n))
