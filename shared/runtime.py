@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse, Response
 from faststream.kafka import KafkaBroker
 
@@ -187,6 +188,18 @@ class ServiceRuntime:
         return checks
 
 
+def validation_detail(errors: Any) -> list[dict[str, str]]:
+    """pydantic errors as [{field, reason}]: the dotted field path; a JSON syntax error is named as the body."""
+    detail = []
+    for e in errors:
+        if e.get("type") == "json_invalid":
+            detail.append({"field": "body", "reason": f"invalid JSON: {e.get('ctx', {}).get('error', e.get('msg'))}"})
+            continue
+        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+        detail.append({"field": ".".join(loc) or "body", "reason": e.get("msg", "")})
+    return detail
+
+
 def redact(url: str) -> str:
     """A URL without its password, for logs."""
     from urllib.parse import urlsplit, urlunsplit
@@ -254,12 +267,23 @@ def create_app(runtime: ServiceRuntime, routers: list[APIRouter], title: str, de
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = [
-            {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body", "reason": e.get("msg", "")}
-            for e in exc.errors()
-        ]
-        return JSONResponse({"error": "invalid", "message": "the request is not valid", "detail": detail},
-                            status_code=422)
+        return JSONResponse({"error": "invalid", "message": "the request is not valid",
+                             "detail": validation_detail(exc.errors())}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 401: "unauthorized",
+                 403: "forbidden"}
+        message = exc.detail if isinstance(exc.detail, str) else "the request cannot be served"
+        return JSONResponse({"error": codes.get(exc.status_code, "http_error"), "message": message},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # a bug, not bad input: logged with its traceback (never the request body), answered as JSON
+        log.error("unexpected error", error=f"{type(exc).__name__}: {exc}"[:300], exc_info=exc)
+        return JSONResponse({"error": "internal_error", "message": "the request failed unexpectedly; "
+                             "nothing was stored (the transaction was rolled back)"}, status_code=500)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
