@@ -73,7 +73,7 @@ def event_catalogue() -> str:
         "| event (`ce_type`) | producer | consumers | topic (key) | fields (`?` = optional) |",
         "|---|---|---|---|---|",
     ]
-    for cls in sorted(catalogue.types(), key=lambda c: c.event_type):
+    for cls in sorted(catalogue.events(), key=lambda c: c.event_type):
         producer = cls.source.rsplit("/", 1)[-1]
         key = _key_of(cls)
         lines.append(
@@ -85,11 +85,35 @@ def event_catalogue() -> str:
 
 def _key_of(cls: type) -> str:
     fields = cls.model_fields  # type: ignore[attr-defined]
+    if "subject" in fields:  # the outcome of a request: keyed like the events it follows
+        return "session id, else cost centre" if cls.topic == "ilt.finance.events" else "session id"
     if "session_id" in fields and fields["session_id"].is_required():
         return "session id"
     if "session_id" in fields:
         return "session id, else cost centre"
     return "cost centre"
+
+
+def request_catalogue() -> str:
+    """The requests other systems may send, per inbound topic, and the service that takes them."""
+    apps = _apps()
+    takers: dict[type, list[str]] = {}
+    for name, app in apps.items():
+        consumer = app.state.runtime.consumer
+        if consumer is not None:
+            for cls in consumer.handlers:
+                takers.setdefault(cls, []).append(name)
+    lines = [
+        "| request (`ce_type`) | taken by | inbound topic | what it does | fields (`?` = optional) |",
+        "|---|---|---|---|---|",
+    ]
+    for cls in sorted(catalogue.requests(), key=lambda c: (c.topic, c.event_type)):
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        lines.append(
+            f"| **{cls.__name__}**<br>`{cls.event_type}` | {', '.join(takers.get(cls, [])) or '—'} | `{cls.topic}` "
+            f"| {doc} | {_fields(cls)} |"
+        )
+    return "\n".join(lines)
 
 
 def endpoints() -> str:
@@ -132,7 +156,8 @@ def configuration() -> str:
     return "\n".join(lines)
 
 
-GENERATORS = {"events": event_catalogue, "endpoints": endpoints, "configuration": configuration}
+GENERATORS = {"events": event_catalogue, "requests": request_catalogue, "endpoints": endpoints,
+              "configuration": configuration}
 
 
 def render(text: str) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from shared.contracts.topics import SCHEDULING_EVENTS
+from shared.contracts.topics import ENROLLMENT_REQUESTS, SCHEDULING_EVENTS
 from shared.runtime import ServiceRuntime, create_app
 
 from .adapters.arrivals import SessionArrivals
+from .application import requests
 from .application.policies import HANDLERS
 from .entrypoints.http import router
 from .settings import EnrollmentSettings
@@ -15,7 +16,8 @@ from .settings import EnrollmentSettings
 
 def build(settings: EnrollmentSettings | None = None) -> FastAPI:
     settings = settings or EnrollmentSettings()
-    runtime = ServiceRuntime(settings, publishes=True, subscribes_to=(SCHEDULING_EVENTS,), handlers=dict(HANDLERS))
+    runtime = ServiceRuntime(settings, publishes=True, subscribes_to=(SCHEDULING_EVENTS, ENROLLMENT_REQUESTS),
+                             handlers={**HANDLERS, **requests.HANDLERS})
     arrivals = SessionArrivals()
     runtime.on_applied.append(arrivals.notify)  # wakes enrollments waiting for a session scheduling just planned
     return create_app(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from shared.contracts.topics import ENROLLMENT_EVENTS, SCHEDULING_EVENTS
+from shared.contracts.topics import ENROLLMENT_EVENTS, FINANCE_REQUESTS, SCHEDULING_EVENTS
 from shared.runtime import ServiceRuntime, create_app
 
+from .application import requests
 from .application.policies import HANDLERS
 from .entrypoints.http import router
 from .settings import FinanceSettings
@@ -14,8 +15,9 @@ from .settings import FinanceSettings
 
 def build(settings: FinanceSettings | None = None) -> FastAPI:
     settings = settings or FinanceSettings()
-    runtime = ServiceRuntime(settings, publishes=True, subscribes_to=(SCHEDULING_EVENTS, ENROLLMENT_EVENTS),
-                             handlers=dict(HANDLERS))
+    runtime = ServiceRuntime(settings, publishes=True,
+                             subscribes_to=(SCHEDULING_EVENTS, ENROLLMENT_EVENTS, FINANCE_REQUESTS),
+                             handlers={**HANDLERS, **requests.HANDLERS})
     return create_app(
         runtime,
         [router(runtime.store)],

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from shared.contracts.topics import SCHEDULING_REQUESTS
 from shared.runtime import ServiceRuntime, create_app
 
+from .application.requests import HANDLERS
 from .entrypoints.http import router
 from .settings import SchedulingSettings
 
 
 def build(settings: SchedulingSettings | None = None) -> FastAPI:
     settings = settings or SchedulingSettings()
-    runtime = ServiceRuntime(settings, publishes=True)
+    # consumes only the requests other systems send it on Kafka (the same commands as its HTTP API)
+    runtime = ServiceRuntime(settings, publishes=True, subscribes_to=(SCHEDULING_REQUESTS,), handlers=dict(HANDLERS))
     return create_app(
         runtime,
         [router(runtime.store)],

@@ -7,11 +7,14 @@ CloudEvents subject. Python import paths never reach the wire.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
 
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
@@ -59,7 +62,22 @@ class Money(BaseModel):
         return Money(amount=(self.amount * factor).quantize(Decimal("0.01")), currency=self.currency)
 
 
-class IntegrationEvent(BaseModel):
+class CloudEventData(BaseModel):
+    """What travels as the data of a CloudEvent: an event we publish or a request we take.
+
+    ``event_type`` is the CloudEvents ``type`` (``ilt.<service>.<name>.v<N>``), ``topic`` the Kafka topic it travels
+    on, ``source`` the CloudEvents ``source`` of its producer, and ``aggregate_id()`` the Kafka key and ``subject``.
+    """
+
+    event_type: ClassVar[str]
+    topic: ClassVar[str]
+    source: ClassVar[str]
+
+    def aggregate_id(self) -> str:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+
+class IntegrationEvent(CloudEventData):
     """Base of every published event.
 
     Readers ignore fields they do not know (a producer may add optional fields within one version);
@@ -68,34 +86,101 @@ class IntegrationEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    event_type: ClassVar[str]
-    topic: ClassVar[str]
-    source: ClassVar[str]
-
     occurred_at: Timestamp = Field(description="When the fact happened in the business (may be back-dated by an import).")
 
-    def aggregate_id(self) -> str:  # pragma: no cover - every subclass overrides
-        raise NotImplementedError
+
+class IntegrationRequest(CloudEventData):
+    """Base of every request another system may send us on a service's inbound topic (``ilt.<service>.requests``).
+
+    Strict: a field the contract does not know makes the request malformed (dead-letter topic), as an unknown
+    field in an HTTP body is refused. ``source`` is the sender's own CloudEvents source (any URI reference)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: ClassVar[str] = "/ilt/clients"
+
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Superseded:
+    """An older version of an event type that stays readable: ``upcast`` turns its data into ``new_type``'s."""
+
+    event_type: str
+    new_type: str
+    upcast: Upcaster
+    model: type[BaseModel] | None = None  # the old version's shape, for its published JSON Schema
 
 
 class EventCatalogue:
-    """Maps wire type names to event classes, for decoding what arrives from Kafka."""
+    """Maps wire type names to event and request classes, for decoding what arrives from Kafka or the store.
+
+    Older versions of a type stay readable through upcasters (``supersede``): their data is rewritten, one version
+    step at a time, into the current model."""
 
     def __init__(self) -> None:
-        self._by_type: dict[str, type[IntegrationEvent]] = {}
+        self._by_type: dict[str, type[CloudEventData]] = {}
+        self._superseded: dict[str, Superseded] = {}
 
-    def register(self, cls: type[IntegrationEvent]) -> type[IntegrationEvent]:
+    def register(self, cls: type[CloudEventData]) -> type[CloudEventData]:
         existing = self._by_type.get(cls.event_type)
         if existing is not None and existing is not cls:
             raise ValueError(f"event type {cls.event_type} registered twice")
         self._by_type[cls.event_type] = cls
         return cls
 
-    def resolve(self, event_type: str) -> type[IntegrationEvent] | None:
+    def supersede(self, old_type: str, new_type: str, upcast: Upcaster, model: type[BaseModel] | None = None) -> None:
+        if old_type in self._by_type:
+            raise ValueError(f"{old_type} is a current type: it cannot be superseded")
+        self._superseded[old_type] = Superseded(old_type, new_type, upcast, model)
+
+    def resolve(self, event_type: str) -> type[Any] | None:
         return self._by_type.get(event_type)
 
-    def types(self) -> list[type[IntegrationEvent]]:
+    def current_type(self, event_type: str) -> str | None:
+        """The current type an (old or current) type is read as; None if it is not readable."""
+        seen = set()
+        while event_type not in self._by_type:
+            step = self._superseded.get(event_type)
+            if step is None or event_type in seen:
+                return None
+            seen.add(event_type)
+            event_type = step.new_type
+        return event_type
+
+    def load(self, event_type: str, data: bytes | str) -> Any:
+        """The data of a stored or received event as its current model, upcasting an older version.
+
+        Raises ``LookupError`` for a type that is not readable, ``ValueError`` (pydantic's ``ValidationError``)
+        for data that does not fit."""
+        cls = self._by_type.get(event_type)
+        if cls is not None:
+            return cls.model_validate_json(data)
+        if self.current_type(event_type) is None:
+            raise LookupError(event_type)
+        payload = orjson.loads(data)
+        if not isinstance(payload, dict):
+            raise ValueError(f"the data of {event_type} is not a JSON object")
+        while event_type not in self._by_type:
+            step = self._superseded[event_type]
+            if step.model is not None:  # the old data must be what the old version said
+                step.model.model_validate(payload)
+            payload, event_type = step.upcast(dict(payload)), step.new_type
+        return self._by_type[event_type].model_validate(payload)
+
+    def types(self) -> list[type[Any]]:
+        """Every current type: events and requests."""
         return list(self._by_type.values())
+
+    def events(self) -> list[type[IntegrationEvent]]:
+        return [c for c in self._by_type.values() if issubclass(c, IntegrationEvent)]
+
+    def requests(self) -> list[type[IntegrationRequest]]:
+        return [c for c in self._by_type.values() if issubclass(c, IntegrationRequest)]
+
+    def superseded(self) -> list[Superseded]:
+        return list(self._superseded.values())
 
     def __contains__(self, event_type: object) -> bool:
         return event_type in self._by_type
@@ -104,8 +189,8 @@ class EventCatalogue:
 catalogue = EventCatalogue()
 
 
-def published(cls: type[IntegrationEvent]) -> type[IntegrationEvent]:
-    """Class decorator: add an event class to the public catalogue."""
+def published(cls: type[Any]) -> type[Any]:
+    """Class decorator: add an event (or request) class to the public catalogue."""
     return catalogue.register(cls)
 
 

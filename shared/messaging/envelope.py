@@ -1,12 +1,19 @@
-"""CloudEvents 1.0 envelope and its Kafka binary-mode binding.
+"""CloudEvents 1.0 envelope and its Kafka protocol binding.
 
-On the wire the Kafka value is the JSON event data; the attributes travel as headers ``ce_specversion``,
-``ce_id``, ``ce_source``, ``ce_type``, ``ce_time``, ``ce_subject``, ``content-type``, plus the extension
-attributes ``ce_correlationid`` and ``ce_causationid`` that let a chain of events be traced.
+We publish in **binary mode**: the Kafka value is the JSON event data; the attributes travel as headers
+``ce_specversion``, ``ce_id``, ``ce_source``, ``ce_type``, ``ce_time``, ``ce_subject``, ``content-type``, plus the
+extension attributes ``ce_correlationid`` and ``ce_causationid`` that let a chain of events be traced.
+
+We read both modes: binary mode as above, and **structured mode** (header ``content-type:
+application/cloudevents+json``, the whole event as one JSON object in the value: ``specversion``, ``id``,
+``source``, ``type``, ``time``, ``subject``, ``datacontenttype``, ``correlationid``, ``causationid`` and ``data``).
+An older version of a type is upcast to the current model (``EventCatalogue.load``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -19,6 +26,7 @@ from shared.contracts.base import EventCatalogue, IntegrationEvent, catalogue
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 MAX_HEADER_VALUE = 1024
 
 
@@ -44,6 +52,7 @@ class Envelope:
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
     correlation_id: str | None = None
     causation_id: str | None = None
+    received_source: str | None = field(default=None, compare=False)  # ce_source as received (requests)
 
     def __post_init__(self) -> None:
         if self.correlation_id is None:
@@ -55,7 +64,7 @@ class Envelope:
 
     @property
     def source(self) -> str:
-        return self.data.source
+        return self.received_source or self.data.source
 
     @property
     def subject(self) -> str:
@@ -131,35 +140,82 @@ def header_map(headers: Any) -> dict[str, str]:
 
 
 def decode(value: bytes | None, headers: Any, registry: EventCatalogue = catalogue) -> Envelope:
-    """Turn a Kafka record in binary mode into an ``Envelope``, or raise ``UndecodableEvent``."""
+    """Turn a Kafka record (binary or structured mode) into an ``Envelope``, or raise ``UndecodableEvent``."""
     attrs = header_map(headers)
-    if attrs.get("ce_specversion") != SPEC_VERSION:
-        raise UndecodableEvent("unsupported_specversion", repr(attrs.get("ce_specversion")))
-    event_type = attrs.get("ce_type")
+    content_type = attrs.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type == STRUCTURED_CONTENT_TYPE:
+        attributes, data = _structured(value)
+    else:
+        attributes = {k[3:]: v for k, v in attrs.items() if k.startswith("ce_")}
+        if content_type and content_type != CONTENT_TYPE and not content_type.endswith("+json"):
+            raise UndecodableEvent("unsupported_content_type", content_type[:100])
+        data = value
+    return _envelope(attributes, data, registry)
+
+
+def _structured(value: bytes | None) -> tuple[dict[str, str], bytes | None]:
+    """Structured mode: (the attributes as strings, the data as JSON bytes)."""
+    if not value:
+        raise UndecodableEvent("empty_value")
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise UndecodableEvent("invalid_structured_event", "the value is not JSON") from exc
+    if not isinstance(event, dict):
+        raise UndecodableEvent("invalid_structured_event", "the value is not a JSON object")
+    attributes = {k: v if isinstance(v, str) else str(v) for k, v in event.items()
+                  if k not in ("data", "data_base64") and v is not None}
+    datacontenttype = attributes.get("datacontenttype", CONTENT_TYPE).split(";", 1)[0].strip().lower()
+    if datacontenttype != CONTENT_TYPE and not datacontenttype.endswith("+json"):
+        raise UndecodableEvent("unsupported_content_type", datacontenttype[:100])
+    if "data" in event:
+        data = event["data"]
+        if isinstance(data, str):  # JSON data given as a string holding JSON
+            return attributes, data.encode()
+        return attributes, orjson.dumps(data) if data is not None else None
+    if "data_base64" in event:
+        try:
+            return attributes, base64.b64decode(str(event["data_base64"]), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise UndecodableEvent("invalid_structured_event", "data_base64 is not base64") from exc
+    return attributes, None
+
+
+def _envelope(attrs: dict[str, str], value: bytes | None, registry: EventCatalogue) -> Envelope:
+    """The envelope from CloudEvents attributes (names without ``ce_``) and the JSON data."""
+    if attrs.get("specversion") != SPEC_VERSION:
+        raise UndecodableEvent("unsupported_specversion", repr(attrs.get("specversion"))[:100])
+    event_type = attrs.get("type")
     if not event_type:
         raise UndecodableEvent("missing_type")
-    event_id = attrs.get("ce_id")
+    event_id = attrs.get("id")
     if not event_id:
         raise UndecodableEvent("missing_id")
-    cls = registry.resolve(event_type)
-    if cls is None:
+    if not attrs.get("source"):
+        raise UndecodableEvent("missing_source")
+    if registry.current_type(event_type) is None:
         raise UndecodableEvent("unknown_type", event_type[:200])
     if value is None:
         raise UndecodableEvent("empty_value")
     try:
-        data = cls.model_validate_json(value)
+        data = registry.load(event_type, value)
     except ValidationError as exc:
         raise UndecodableEvent("invalid_payload", summarize_validation(exc)) from exc
+    except ValueError as exc:  # not JSON, or not an object, before an upcast
+        raise UndecodableEvent("invalid_payload", str(exc)[:200]) from exc
     try:
-        time = datetime.fromisoformat(attrs["ce_time"]) if attrs.get("ce_time") else datetime.now(UTC)
+        time = datetime.fromisoformat(attrs["time"]) if attrs.get("time") else datetime.now(UTC)
     except ValueError as exc:
-        raise UndecodableEvent("invalid_time", attrs["ce_time"][:100]) from exc
+        raise UndecodableEvent("invalid_time", attrs["time"][:100]) from exc
+    if time.tzinfo is None:
+        raise UndecodableEvent("invalid_time", "time without offset")
     return Envelope(
         data=data,
         id=event_id,
         time=time,
-        correlation_id=attrs.get("ce_correlationid") or event_id,
-        causation_id=attrs.get("ce_causationid") or None,
+        correlation_id=attrs.get("correlationid") or event_id,
+        causation_id=attrs.get("causationid") or None,
+        received_source=attrs["source"],
     )
 
 

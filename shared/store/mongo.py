@@ -155,11 +155,10 @@ def _now() -> str:
 
 
 def _recorded(doc: dict[str, Any]) -> RecordedEvent:
-    cls = catalogue.resolve(doc["event_type"])
-    if cls is None:
+    if catalogue.current_type(doc["event_type"]) is None:
         raise LookupError(f"stored event {doc['event_id']} has unknown type {doc['event_type']}")
     envelope = Envelope(
-        data=cls.model_validate_json(doc["data"]),
+        data=catalogue.load(doc["event_type"], doc["data"]),  # an older version is upcast to the current model
         id=doc["event_id"],
         time=datetime.fromisoformat(doc["time"]),
         correlation_id=doc.get("correlation_id"),

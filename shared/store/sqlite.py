@@ -81,11 +81,10 @@ def _connect(path: str) -> sqlite3.Connection:
 
 def _recorded(row: tuple[Any, ...]) -> RecordedEvent:
     position, stream_id, version, event_id, event_type, time, correlation_id, causation_id, data = row
-    cls = catalogue.resolve(event_type)
-    if cls is None:
+    if catalogue.current_type(event_type) is None:
         raise LookupError(f"stored event {event_id} has unknown type {event_type}")
     envelope = Envelope(
-        data=cls.model_validate_json(data),
+        data=catalogue.load(event_type, data),  # an older version is upcast to the current model
         id=event_id,
         time=datetime.fromisoformat(time),
         correlation_id=correlation_id,

@@ -175,7 +175,7 @@ def test_metrics_and_logs_of_running_services(kafka, tmp_path) -> None:
     with Stack(tmp_path, services=["scheduling", "reporting"], bootstrap_servers=servers,
                extra_env={"LOG_LEVEL": "DEBUG"}) as stack:
         sched, rep = stack.url("scheduling"), stack.url("reporting")
-        for url, checks in ((sched, {"store", "broker"}), (rep, {"store", "broker", "consumer"})):
+        for url, checks in ((sched, {"store", "broker", "consumer"}), (rep, {"store", "broker", "consumer"})):
             ready = httpx.get(f"{url}/readyz", timeout=10)
             assert ready.status_code == 200
             assert ready.json() == {"ready": True, "checks": dict.fromkeys(checks, "ok")}
@@ -315,7 +315,7 @@ def test_readiness_names_the_unreachable_broker_and_recovers(tmp_path) -> None:
             try:
                 wait_for("scheduling ready", lambda: _get(f"{processes['scheduling'].url}/readyz") == 200, timeout=30)
                 relay_ok = httpx.get(f"{processes['scheduling'].url}/readyz", timeout=15).json()
-                assert relay_ok == {"ready": True, "checks": {"store": "ok", "broker": "ok"}}
+                assert relay_ok == {"ready": True, "checks": {"store": "ok", "broker": "ok", "consumer": "ok"}}
             finally:
                 for proc in processes.values():  # before the broker: it stops at once when no client is left
                     proc.stop()

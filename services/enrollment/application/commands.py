@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.commands import CommandTime
 from shared.contracts.enrollment import AttendanceStatus
+from shared.contracts.requests import (  # the fields the HTTP bodies share with the Kafka requests
+    EnrollLearnerFields,
+    LearnerId,
+    RecordAttendanceFields,
+)
 
 MAX_BATCH = 1000
 
-LearnerId = Annotated[str, Field(
-    min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$",
-    description="Opaque learner id issued by the client system (no names or e-mail addresses).",
-    examples=["learner-0042"],
-)]
 
-
-class EnrollLearner(CommandTime):
+class EnrollLearner(EnrollLearnerFields, CommandTime):
     model_config = ConfigDict(extra="forbid")
-
-    learner_id: LearnerId
 
 
 class EnrollLearners(CommandTime):
@@ -36,10 +31,8 @@ class CancelEnrollment(CommandTime):
     model_config = ConfigDict(extra="forbid")
 
 
-class RecordAttendance(CommandTime):
+class RecordAttendance(RecordAttendanceFields, CommandTime):
     model_config = ConfigDict(extra="forbid")
-
-    status: AttendanceStatus
 
 
 class AttendanceRecord(BaseModel):

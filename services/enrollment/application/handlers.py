@@ -71,22 +71,44 @@ async def _session_in(uow: UnitOfWork, session_id: str) -> SessionView:
     return session
 
 
+async def _known_session(uow: UnitOfWork, session_id: str) -> SessionView:
+    """The session as enrollment knows it, or ``unknown_session`` (retryable: scheduling's event may be late)."""
+    session = await get_session(uow, session_id)
+    if session is None:
+        raise NotFound(
+            f"no session {session_id} is known to enrollment (yet): if scheduling has just scheduled it, "
+            "try again shortly",
+            code="unknown_session",
+            details={"session_id": session_id},
+            retry_after=RETRY_UNKNOWN_SESSION_AFTER,
+        )
+    return session
+
+
+async def decide_enroll(uow: UnitOfWork, session_id: str, cmd: EnrollLearner,
+                        trace: Trace) -> tuple[dict[str, Any], bool]:
+    """Enroll on a given unit of work (HTTP: its own transaction; Kafka: the consumer's). Writes only on success.
+
+    The session must be known to enrollment already (``unknown_session``, retryable, otherwise)."""
+    now, backdated = cmd.effective_time()
+    roster = await load_roster(uow, await _known_session(uow, session_id))
+    expected = roster.version
+    enrollment, events = roster.enroll(cmd.learner_id, new_enrollment_id(), now, backdated)
+    if events:
+        await save(uow, roster, expected, [trace.envelope(e) for e in events])
+    return enrollment_view(roster, enrollment), bool(events)
+
+
 async def enroll_learner(store: Store, session_id: str, cmd: EnrollLearner, trace: Trace, *,
                          arrivals: SessionArrivals | None = None,
                          wait_seconds: float = 0) -> tuple[dict[str, Any], bool]:
     """Returns (the learner's enrollment, created). A learner already holding one gets it back unchanged."""
     cmd.effective_time()  # reject a bad as_of before waiting
     await await_session(store, session_id, arrivals, wait_seconds)
-    now, backdated = cmd.effective_time()
 
     async def attempt() -> tuple[dict[str, Any], bool]:
         async with store.transaction() as uow:
-            roster = await load_roster(uow, await _session_in(uow, session_id))
-            expected = roster.version
-            enrollment, events = roster.enroll(cmd.learner_id, new_enrollment_id(), now, backdated)
-            if events:
-                await save(uow, roster, expected, [trace.envelope(e) for e in events])
-            return enrollment_view(roster, enrollment), bool(events)
+            return await decide_enroll(uow, session_id, cmd, trace)
 
     view, created = await retry_on_concurrency(attempt)
     if created:
@@ -142,20 +164,26 @@ async def _roster_of_enrollment(uow: UnitOfWork, enrollment_id: str) -> Roster:
     return await load_roster(uow, await _session_in(uow, session_id))
 
 
+async def decide_cancel(uow: UnitOfWork, enrollment_id: str, cmd: CancelEnrollment,
+                        trace: Trace) -> tuple[dict[str, Any], bool]:
+    now, backdated = cmd.effective_time()
+    roster = await _roster_of_enrollment(uow, enrollment_id)
+    expected = roster.version
+    cancelled, promoted = roster.cancel(enrollment_id, now, backdated)
+    if cancelled is not None:
+        first = trace.envelope(cancelled)
+        await save(uow, roster, expected, [first, *(first.caused(p) for p in promoted)])
+    return ({**enrollment_view(roster, roster.enrollments[enrollment_id]),
+             "promoted_enrollment_ids": [p.enrollment_id for p in promoted]}, cancelled is not None)
+
+
 async def cancel_enrollment(store: Store, enrollment_id: str, cmd: CancelEnrollment, trace: Trace) -> dict[str, Any]:
     """An enrolled learner's seat goes to the first waiting learner, in the same transaction."""
-    now, backdated = cmd.effective_time()
+    cmd.effective_time()
 
     async def attempt() -> dict[str, Any]:
         async with store.transaction() as uow:
-            roster = await _roster_of_enrollment(uow, enrollment_id)
-            expected = roster.version
-            cancelled, promoted = roster.cancel(enrollment_id, now, backdated)
-            if cancelled is not None:
-                first = trace.envelope(cancelled)
-                await save(uow, roster, expected, [first, *(first.caused(p) for p in promoted)])
-            return {**enrollment_view(roster, roster.enrollments[enrollment_id]),
-                    "promoted_enrollment_ids": [p.enrollment_id for p in promoted]}
+            return (await decide_cancel(uow, enrollment_id, cmd, trace))[0]
 
     out = await retry_on_concurrency(attempt)
     log.info("enrollment cancelled", session_id=out["session_id"], enrollment_id=enrollment_id,
@@ -163,20 +191,25 @@ async def cancel_enrollment(store: Store, enrollment_id: str, cmd: CancelEnrollm
     return out
 
 
-async def record_attendance(store: Store, enrollment_id: str, cmd: RecordAttendance, trace: Trace) -> dict[str, Any]:
+async def decide_attendance(uow: UnitOfWork, enrollment_id: str, cmd: RecordAttendance,
+                            trace: Trace) -> tuple[dict[str, Any], bool]:
     now, backdated = cmd.effective_time()
+    roster = await _roster_of_enrollment(uow, enrollment_id)
+    expected = roster.version
+    event = roster.record_attendance(enrollment_id, cmd.status, now, backdated)
+    if event is not None:
+        await save(uow, roster, expected, [trace.envelope(event)])
+    return enrollment_view(roster, roster.enrollments[enrollment_id]), event is not None
+
+
+async def record_attendance(store: Store, enrollment_id: str, cmd: RecordAttendance, trace: Trace) -> dict[str, Any]:
+    cmd.effective_time()
 
     async def attempt() -> dict[str, Any]:
         async with store.transaction() as uow:
-            roster = await _roster_of_enrollment(uow, enrollment_id)
-            expected = roster.version
-            event = roster.record_attendance(enrollment_id, cmd.status, now, backdated)
-            if event is not None:
-                await save(uow, roster, expected, [trace.envelope(event)])
-            return enrollment_view(roster, roster.enrollments[enrollment_id])
+            return (await decide_attendance(uow, enrollment_id, cmd, trace))[0]
 
     return await retry_on_concurrency(attempt)
-
 
 
 async def record_attendances(store: Store, session_id: str, cmd: RecordAttendances, trace: Trace) -> dict[str, Any]:

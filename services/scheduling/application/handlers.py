@@ -57,61 +57,81 @@ async def _check_bookings(uow: UnitOfWork, session_id: str, plan: SessionPlan) -
     raise_if_conflicts(find_conflicts(wanted, existing))
 
 
-async def schedule_session(store: Store, cmd: ScheduleSession, trace: Trace) -> tuple[dict[str, Any], bool]:
-    """Returns (session view, created). Scheduling an existing id with the same plan returns it unchanged."""
+async def decide_schedule(uow: UnitOfWork, cmd: ScheduleSession, trace: Trace,
+                          session_id: str) -> tuple[dict[str, Any], bool]:
+    """Schedule on a given unit of work (HTTP: its own transaction; Kafka: the consumer's). Writes only on success."""
     now, backdated = cmd.effective_time()
     plan = to_plan(cmd)
+    session = await _load(uow, session_id)
+    if session.exists:
+        if session.plan == plan and not session.cancelled:
+            return view(session), False
+        raise Conflict(f"session {session_id} already exists with another plan", code="session_exists")
+    event = session.schedule(plan, now, backdated)
+    await _check_bookings(uow, session_id, plan)
+    return await _store(uow, session, [event], trace), True
+
+
+async def decide_reschedule(uow: UnitOfWork, session_id: str, cmd: RescheduleSession,
+                            trace: Trace) -> tuple[dict[str, Any], bool]:
+    now, backdated = cmd.effective_time()
+    session = await _load(uow, session_id)
+    if not session.exists:
+        raise NotFound(f"no session {session_id}", code="unknown_session")
+    assert session.plan is not None
+    current = session.plan.model_dump(mode="json")
+    changes = cmd.model_dump(exclude_unset=True, exclude={"as_of", "backdated"}, mode="json")
+    if changes.get("delivery") == "classroom" and "virtual_room_id" not in changes:
+        current["virtual_room_id"] = None
+    if changes.get("delivery") == "virtual" and "venue_id" not in changes:
+        current["venue_id"] = None
+    merged = PlanFields.model_validate({**current, **changes})
+    plan = to_plan(merged)
+    event = session.reschedule(plan, now, backdated)
+    await _check_bookings(uow, session_id, plan)
+    return await _store(uow, session, [event], trace), True
+
+
+async def decide_cancel(uow: UnitOfWork, session_id: str, cmd: CancelSession,
+                        trace: Trace) -> tuple[dict[str, Any], bool]:
+    now, backdated = cmd.effective_time()
+    session = await _load(uow, session_id)
+    if not session.exists:
+        raise NotFound(f"no session {session_id}", code="unknown_session")
+    event = session.cancel(cmd.reason, now, backdated)
+    if event is None:
+        return view(session), False
+    return await _store(uow, session, [event], trace), True
+
+
+async def schedule_session(store: Store, cmd: ScheduleSession, trace: Trace) -> tuple[dict[str, Any], bool]:
+    """Returns (session view, created). Scheduling an existing id with the same plan returns it unchanged."""
+    cmd.effective_time()  # a bad as_of is refused before a transaction is opened
+    to_plan(cmd)
     session_id = cmd.session_id or str(uuid.uuid4())
 
     async def attempt() -> tuple[dict[str, Any], bool]:
         async with store.transaction() as uow:
-            session = await _load(uow, session_id)
-            if session.exists:
-                if session.plan == plan and not session.cancelled:
-                    return view(session), False
-                raise Conflict(f"session {session_id} already exists with another plan", code="session_exists")
-            event = session.schedule(plan, now, backdated)
-            await _check_bookings(uow, session_id, plan)
-            return await _store(uow, session, [event], trace), True
+            return await decide_schedule(uow, cmd, trace, session_id)
 
     return await retry_on_concurrency(attempt)
 
 
 async def reschedule_session(store: Store, session_id: str, cmd: RescheduleSession, trace: Trace) -> dict[str, Any]:
-    now, backdated = cmd.effective_time()
+    cmd.effective_time()
 
     async def attempt() -> dict[str, Any]:
         async with store.transaction() as uow:
-            session = await _load(uow, session_id)
-            if not session.exists:
-                raise NotFound(f"no session {session_id}", code="unknown_session")
-            assert session.plan is not None
-            current = session.plan.model_dump(mode="json")
-            changes = cmd.model_dump(exclude_unset=True, exclude={"as_of", "backdated"}, mode="json")
-            if changes.get("delivery") == "classroom" and "virtual_room_id" not in changes:
-                current["virtual_room_id"] = None
-            if changes.get("delivery") == "virtual" and "venue_id" not in changes:
-                current["venue_id"] = None
-            merged = PlanFields.model_validate({**current, **changes})
-            plan = to_plan(merged)
-            event = session.reschedule(plan, now, backdated)
-            await _check_bookings(uow, session_id, plan)
-            return await _store(uow, session, [event], trace)
+            return (await decide_reschedule(uow, session_id, cmd, trace))[0]
 
     return await retry_on_concurrency(attempt)
 
 
 async def cancel_session(store: Store, session_id: str, cmd: CancelSession, trace: Trace) -> dict[str, Any]:
-    now, backdated = cmd.effective_time()
+    cmd.effective_time()
 
     async def attempt() -> dict[str, Any]:
         async with store.transaction() as uow:
-            session = await _load(uow, session_id)
-            if not session.exists:
-                raise NotFound(f"no session {session_id}", code="unknown_session")
-            event = session.cancel(cmd.reason, now, backdated)
-            if event is None:
-                return view(session)
-            return await _store(uow, session, [event], trace)
+            return (await decide_cancel(uow, session_id, cmd, trace))[0]
 
     return await retry_on_concurrency(attempt)

@@ -84,3 +84,71 @@ def test_time_zone_must_be_iana() -> None:
         SessionPlan(course_code="SWC", title="t", delivery="virtual", virtual_room_id="r", time_zone="Mars/Olympus",
                     slots=[{"starts_at": "2027-01-01T09:00Z", "ends_at": "2027-01-01T10:00Z"}], capacity=1,
                     cost_centre="CC")
+
+
+# structured mode (content-type application/cloudevents+json, the whole event in the value) -------------------
+
+
+def structured(env: Envelope, **changes) -> bytes:
+    import orjson
+
+    event = {"specversion": "1.0", "id": env.id, "source": env.source, "type": env.type,
+             "time": env.time.isoformat(), "subject": env.subject, "datacontenttype": "application/json",
+             "correlationid": env.correlation_id, "data": orjson.loads(env.value())}
+    event.update(changes)
+    return orjson.dumps({k: v for k, v in event.items() if v is not None})
+
+
+STRUCTURED = [("content-type", b"application/cloudevents+json; charset=UTF-8")]
+
+
+def test_structured_mode_reads_the_same_event_as_binary_mode() -> None:
+    env = cancelled()
+    child = env.caused(SessionCancelled(session_id="s-1", occurred_at=env.data.occurred_at, reason="venue closed"))
+    back = decode(structured(child, causationid=child.causation_id), STRUCTURED)
+    binary = decode(child.value(), child.headers())
+    assert (back.id, back.type, back.data, back.time) == (binary.id, binary.type, binary.data, binary.time)
+    assert (back.correlation_id, back.causation_id) == (env.id, env.id)
+    assert back.source == "/ilt/scheduling"
+
+
+def test_structured_mode_accepts_base64_data_and_json_data_given_as_a_string() -> None:
+    import base64
+
+    env = cancelled()
+    as_base64 = structured(env, data=None, data_base64=base64.b64encode(env.value()).decode())
+    as_string = structured(env, data=env.value().decode())
+    assert decode(as_base64, STRUCTURED).data == env.data == decode(as_string, STRUCTURED).data
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (b"{not json", "invalid_structured_event"),
+    (b"[1, 2]", "invalid_structured_event"),
+    (None, "empty_value"),
+])
+def test_broken_structured_events_name_the_reason(value, reason) -> None:
+    with pytest.raises(UndecodableEvent) as err:
+        decode(value, STRUCTURED)
+    assert err.value.reason == reason
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    ({"specversion": "0.3"}, "unsupported_specversion"),
+    ({"source": None}, "missing_source"),
+    ({"type": "ilt.nope.v1"}, "unknown_type"),
+    ({"datacontenttype": "application/xml"}, "unsupported_content_type"),
+    ({"data": {"reason": "no session id"}}, "invalid_payload"),
+    ({"time": "yesterday"}, "invalid_time"),
+])
+def test_structured_attributes_are_checked_like_binary_headers(changes, reason) -> None:
+    with pytest.raises(UndecodableEvent) as err:
+        decode(structured(cancelled(), **changes), STRUCTURED)
+    assert err.value.reason == reason
+
+
+def test_binary_mode_with_another_content_type_is_refused() -> None:
+    env = cancelled()
+    headers = [(k, b"text/plain" if k == "content-type" else v) for k, v in env.headers()]
+    with pytest.raises(UndecodableEvent) as err:
+        decode(env.value(), headers)
+    assert err.value.reason == "unsupported_content_type"
