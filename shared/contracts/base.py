@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 
@@ -38,6 +38,9 @@ Amount = Annotated[
     Decimal,
     Field(max_digits=18, decimal_places=2, allow_inf_nan=False),
     PlainSerializer(lambda d: str(d), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^-?\d{1,16}(\.\d{1,2})?$",
+                    "description": "Decimal amount as a string (never a float), at most two decimal places.",
+                    "examples": ["1250.00"]}),
 ]
 """A decimal amount with at most two decimal places, serialised as a JSON string (never a float)."""
 
