@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from devstack.stack import SERVICES, Stack, wait_quiescent
+from devstack.stack import SERVICES, WRITER_ROLE, Stack, role_tokens, wait_quiescent
 
 from .mapping import DATA_DIR, build_plan
 from .policy import DEFAULT_POLICY, load_policy
@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.url_scheduling:
             urls = Urls(*(getattr(args, f"url_{n}").rstrip("/") for n in SERVICES))
+            # running services: the tokens of the roles from ILT_API_TOKENS (the services' own format), if set
+            tokens = role_tokens(os.environ.get("ILT_API_TOKENS", ""))
+            headers = {n: {"Authorization": f"Bearer {tokens[WRITER_ROLE[n]]}"} for n in SERVICES
+                       if WRITER_ROLE[n] in tokens}
         else:
             args.workdir.mkdir(parents=True, exist_ok=True)
             if not args.keep_stores:
@@ -79,14 +83,15 @@ def main(argv: list[str] | None = None) -> int:
                   f" in {args.workdir}", flush=True)
             stack = Stack(args.workdir).__enter__()
             urls = Urls(*(stack.url(n) for n in SERVICES))
+            headers = {n: stack.headers_for(n) for n in SERVICES}
         booted = time.monotonic()
         outcome = asyncio.run(replay(urls, policy, plan.sessions, concurrency=args.concurrency,
-                                     progress=not args.no_progress))
+                                     progress=not args.no_progress, headers=headers))
         replayed = time.monotonic()
         print("waiting until every service has processed every event...", flush=True)
         wait_quiescent(urls.as_dict(), timeout=900)
         settled = time.monotonic()
-        reporting = read_reporting(urls.reporting)
+        reporting = read_reporting(urls.reporting, headers.get("reporting"))
         seconds = {"start": round(booted - started, 2), **outcome.seconds,
                    "replay": round(replayed - booted, 2), "quiescence": round(settled - replayed, 2),
                    "total": round(time.monotonic() - started, 2)}

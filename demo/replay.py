@@ -78,8 +78,9 @@ class Client:
     """httpx.AsyncClient with the retry rules of the brief: a retryable answer is retried after its Retry-After,
     a bounded number of times; no fixed sleeps otherwise."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: httpx.AsyncClient, auth: dict[str, dict[str, str]] | None = None) -> None:
         self.http = http
+        self.auth = auth or {}  # base URL -> the Authorization header to send there
         self.requests: dict[str, int] = {}
         self.retries = 0
 
@@ -90,7 +91,7 @@ class Client:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             self.requests[method] = self.requests.get(method, 0) + 1
             try:
-                response = await self.http.request(method, url, json=body)
+                response = await self.http.request(method, url, json=body, headers=self._auth(url))
             except httpx.TransportError:
                 if attempt == MAX_ATTEMPTS:
                     raise
@@ -109,6 +110,12 @@ class Client:
             self.retries += 1
             await asyncio.sleep(wait)
         raise AssertionError("unreachable")
+
+    def _auth(self, url: str) -> dict[str, str] | None:
+        for base, headers in self.auth.items():
+            if url == base or url.startswith(base.rstrip("/") + "/"):
+                return headers
+        return None
 
 
 def _retry_after(response: httpx.Response, data: Any) -> float | None:
@@ -286,12 +293,14 @@ async def invoice_planned_costs(client: Client, urls: Urls, policy: Policy, resu
 
 # ----- all of it ------------------------------------------------------------------------------------------------
 async def replay(urls: Urls, policy: Policy, sessions: list[SessionImport], *, concurrency: int = 16,
-                 progress: bool = True) -> ReplayOutcome:
+                 progress: bool = True, headers: dict[str, dict[str, str]] | None = None) -> ReplayOutcome:
+    """``headers``: per service name, the Authorization header of a token with that service's role."""
     failures: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
     limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
     async with httpx.AsyncClient(timeout=httpx.Timeout(60.0), limits=limits) as http:
-        client = Client(http)
+        by_url = urls.as_dict()
+        client = Client(http, {by_url[name]: h for name, h in (headers or {}).items()})
         loop = asyncio.get_running_loop()
 
         async def timed(name: str, work: Awaitable[Any]) -> Any:

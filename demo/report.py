@@ -37,8 +37,8 @@ FIGURES = ("sessions", "virtual_sessions", "capacity", "enrolled", "waitlisted",
 BUDGET_FIGURES = ("allocated", "committed", "actual", "remaining")
 
 
-def read_reporting(reporting_url: str) -> dict[str, Any]:
-    with httpx.Client(timeout=30) as client:
+def read_reporting(reporting_url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    with httpx.Client(timeout=30, headers=headers) as client:
         def get(path: str) -> Any:
             response = client.get(f"{reporting_url}{path}")
             response.raise_for_status()

@@ -24,6 +24,12 @@ def main() -> int:
         print(f"kafka        {stack.bootstrap_servers}  ({where})")
         for name, proc in stack.processes.items():
             print(f"{name:<12} {proc.url}   docs: {proc.url}/docs   store: {args.workdir}/{name}.db")
+        if stack.auth:
+            print(f"bearer tokens (dev only, new on every start; also in {args.workdir}/api-tokens):")
+            for role, token in stack.tokens.items():
+                print(f"  {role:<10} Authorization: Bearer {token}")
+        else:
+            print("authentication disabled (ILT_AUTH=disabled)")
         print(f"logs in {args.workdir}/*.log — press Ctrl-C to stop")
         sys.stdout.flush()
         try:

@@ -1,12 +1,20 @@
 """Start the broker and the four services as separate processes, each with its own SQLite file and port.
 
 Used by ``make run`` (``python -m devstack``), the demo and the end-to-end tests.
+
+Authentication: unless ``ILT_API_TOKENS`` is already set (then those tokens are used) or ``auth=False`` (then the
+services run with ``ILT_AUTH=disabled``), the stack issues one fresh random token per role (``dev-scheduler``,
+``dev-enroller``, ``dev-finance``, ``dev-reader``) and one ``dev-operator`` token holding every role, hands them to
+the services through ``ILT_API_TOKENS`` and writes them to ``<workdir>/api-tokens`` (mode 0600).
+``stack.headers(role)`` gives the ``Authorization`` header of a role (no role: the operator token);
+``stack.headers_for(service)`` the one that may send that service's commands.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,6 +29,34 @@ from .broker import EmbeddedBroker, free_port, wait_for_port
 
 SERVICES = ("scheduling", "enrollment", "finance", "reporting")
 DEFAULT_PORTS = {"scheduling": 8001, "enrollment": 8002, "finance": 8003, "reporting": 8004}
+ROLES = ("scheduler", "enroller", "finance", "reader")
+WRITER_ROLE = {"scheduling": "scheduler", "enrollment": "enroller", "finance": "finance", "reporting": "reader"}
+ALL_ROLES = "operator"  # the dev token that holds every role
+
+
+def role_tokens(text: str) -> dict[str, str]:
+    """role -> a token holding it (the first configured), and ``operator`` -> one holding every role (if any),
+    read from ``ILT_API_TOKENS`` text."""
+    from shared.auth import parse_tokens
+
+    out: dict[str, str] = {}
+    for client in parse_tokens(text):
+        token = client.token.get_secret_value()
+        for role in client.roles:
+            out.setdefault(role, token)
+        if client.roles >= set(ROLES):
+            out.setdefault(ALL_ROLES, token)
+    return out
+
+
+def issue_dev_tokens() -> tuple[str, dict[str, str]]:
+    """Fresh random tokens: (the ILT_API_TOKENS text, role -> token)."""
+    from shared.auth import format_tokens
+
+    tokens = {role: secrets.token_urlsafe(24) for role in (*ROLES, ALL_ROLES)}
+    text = format_tokens([(f"dev-{role}", token, ROLES if role == ALL_ROLES else (role,))
+                          for role, token in tokens.items()])
+    return text, tokens
 
 
 @dataclass
@@ -78,8 +114,38 @@ class Stack:
     fixed_ports: bool = False
     bootstrap_servers: str | None = None  # use this Kafka instead of starting the embedded broker
     extra_env: dict[str, str] = field(default_factory=dict)
+    auth: bool = True  # False: the services run with ILT_AUTH=disabled
     broker: EmbeddedBroker | None = None
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)  # role -> bearer token ("operator": every role)
+
+    def _auth_env(self) -> dict[str, str]:
+        env = {**os.environ, **self.extra_env}
+        if not self.auth or env.get("ILT_AUTH") == "disabled":
+            self.auth = False
+            return {"ILT_AUTH": "disabled"}
+        if env.get("ILT_API_TOKENS"):
+            self.tokens = role_tokens(env["ILT_API_TOKENS"])
+            return {}
+        text, self.tokens = issue_dev_tokens()
+        path = self.workdir / "api-tokens"
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(text + "\n")
+        return {"ILT_API_TOKENS": text}
+
+    def headers(self, role: str | None = None) -> dict[str, str]:
+        """The Authorization header of a token holding ``role`` (None: every role); {} without authentication."""
+        if not self.auth:
+            return {}
+        token = self.tokens.get(role or ALL_ROLES)
+        if token is None:
+            raise KeyError(f"no configured token holds the role {role or 'every role'}")
+        return {"Authorization": f"Bearer {token}"}
+
+    def headers_for(self, service: str) -> dict[str, str]:
+        """The header of the role that may send ``service``'s commands (reporting: a reader)."""
+        return self.headers(WRITER_ROLE[service])
 
     def start(self) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -92,6 +158,7 @@ class Stack:
 
             asyncio.run(ensure_topics(servers))
         self.bootstrap_servers = servers
+        auth_env = self._auth_env()
         for name in self.services:
             port = DEFAULT_PORTS[name] if self.fixed_ports else free_port()
             prefix = name.upper()
@@ -102,6 +169,7 @@ class Stack:
                 f"{prefix}_STORE_URL": f"sqlite:///{self.workdir / (name + '.db')}",
                 "LOG_FORMAT": os.environ.get("LOG_FORMAT", "json"),
                 **self.extra_env,
+                **auth_env,
             }
             proc = ServiceProcess(name, port, env, self.workdir / f"{name}.log")
             proc.start()

@@ -51,6 +51,18 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = Field(500, ge=1, le=10000, validation_alias=_env("OUTBOX_BATCH_SIZE"),
                                    description="Outbox entries the relay publishes per round trip.")
 
+    api_tokens: SecretStr | None = Field(None, validation_alias=_env("ILT_API_TOKENS"),
+                                         description="Bearer tokens and their roles: `client:token:role,role;...` "
+                                         "(roles: scheduler, enroller, finance, reader; see Security). A secret.")
+    api_tokens_file: str | None = Field(None, validation_alias=_env("ILT_API_TOKENS_FILE"),
+                                        description="A file with tokens in the same format (a mounted Secret); read "
+                                        "at start, added to ILT_API_TOKENS.")
+    auth: Literal["enabled", "disabled"] = Field("enabled", validation_alias=_env("ILT_AUTH"),
+                                                 description="`disabled` lets every request in without a token "
+                                                 "(development only; never in production).")
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576, validation_alias=_env("ILT_MAX_BODY_BYTES"),
+                                description="Largest request body accepted; a larger one gets 413.")
+
     def kafka_security(self) -> dict[str, Any]:
         """Keyword arguments for aiokafka clients (SASL and TLS pass straight through)."""
         kwargs: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}

@@ -8,11 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from shared.contracts.topics import ALL_TOPICS
+
+# Bearer tokens of the whole suite: one per role and an operator token holding every role. The services built in
+# process read them from ILT_API_TOKENS; devstack.stack.Stack hands the same ones to the processes it starts.
+TEST_TOKENS = {role: f"test-{role}-{secrets.token_urlsafe(18)}"
+               for role in ("scheduler", "enroller", "finance", "reader", "operator")}
+os.environ["ILT_API_TOKENS"] = ";".join(
+    f"test-{role}:{token}:{'scheduler,enroller,finance,reader' if role == 'operator' else role}"
+    for role, token in TEST_TOKENS.items())
+os.environ.pop("ILT_API_TOKENS_FILE", None)
+os.environ.pop("ILT_AUTH", None)
+
+
+@pytest.fixture(scope="session")
+def bearer() -> Callable[[str], dict[str, str]]:
+    """``bearer("enroller")``: the Authorization header of the suite's token with that role (``operator``: all)."""
+    return lambda role="operator": {"Authorization": f"Bearer {TEST_TOKENS[role]}"}
 
 
 def _docker_available() -> bool:

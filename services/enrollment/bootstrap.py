@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from shared import auth, limits
 from shared.contracts.topics import ENROLLMENT_REQUESTS, SCHEDULING_EVENTS
 from shared.runtime import ServiceRuntime, create_app
 
@@ -20,9 +21,12 @@ def build(settings: EnrollmentSettings | None = None) -> FastAPI:
                              handlers={**HANDLERS, **requests.HANDLERS})
     arrivals = SessionArrivals()
     runtime.on_applied.append(arrivals.notify)  # wakes enrollments waiting for a session scheduling just planned
-    return create_app(
+    app = create_app(
         runtime,
         [router(runtime.store, arrivals, settings.session_wait_seconds)],
         title="ILT enrollment",
         description="Enrolls learners in sessions within capacity, keeps the waitlist and records attendance.",
     )
+    auth.install(app, settings)  # bearer tokens and roles (the routers say which role each route needs)
+    limits.install(app, settings)  # request body size limit (413)
+    return app

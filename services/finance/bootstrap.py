@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from shared import auth, limits
 from shared.contracts.topics import ENROLLMENT_EVENTS, FINANCE_REQUESTS, SCHEDULING_EVENTS
 from shared.runtime import ServiceRuntime, create_app
 
@@ -18,9 +19,12 @@ def build(settings: FinanceSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime(settings, publishes=True,
                              subscribes_to=(SCHEDULING_EVENTS, ENROLLMENT_EVENTS, FINANCE_REQUESTS),
                              handlers={**HANDLERS, **requests.HANDLERS})
-    return create_app(
+    app = create_app(
         runtime,
         [router(runtime.store)],
         title="ILT finance",
         description="Budgets per cost centre and year; committed (planned) and actual (invoiced) costs of sessions.",
     )
+    auth.install(app, settings)  # bearer tokens and roles (the routers say which role each route needs)
+    limits.install(app, settings)  # request body size limit (413)
+    return app

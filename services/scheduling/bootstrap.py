@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from shared import auth, limits
 from shared.contracts.topics import SCHEDULING_REQUESTS
 from shared.runtime import ServiceRuntime, create_app
 
@@ -16,9 +17,12 @@ def build(settings: SchedulingSettings | None = None) -> FastAPI:
     settings = settings or SchedulingSettings()
     # consumes only the requests other systems send it on Kafka (the same commands as its HTTP API)
     runtime = ServiceRuntime(settings, publishes=True, subscribes_to=(SCHEDULING_REQUESTS,), handlers=dict(HANDLERS))
-    return create_app(
+    app = create_app(
         runtime,
         [router(runtime.store)],
         title="ILT scheduling",
         description="Schedules sessions and books instructors, venues, rooms and equipment without double-booking.",
     )
+    auth.install(app, settings)  # bearer tokens and roles (the routers say which role each route needs)
+    limits.install(app, settings)  # request body size limit (413)
+    return app

@@ -43,10 +43,10 @@ def stack(kafka, tmp_path_factory):
 
 
 def test_whole_choreography(stack: Stack) -> None:
-    sched = httpx.Client(base_url=stack.url("scheduling"), timeout=30)
-    enrol = httpx.Client(base_url=stack.url("enrollment"), timeout=30)
-    fin = httpx.Client(base_url=stack.url("finance"), timeout=30)
-    rep = httpx.Client(base_url=stack.url("reporting"), timeout=30)
+    sched = httpx.Client(base_url=stack.url("scheduling"), timeout=30, headers=stack.headers_for("scheduling"))
+    enrol = httpx.Client(base_url=stack.url("enrollment"), timeout=30, headers=stack.headers_for("enrollment"))
+    fin = httpx.Client(base_url=stack.url("finance"), timeout=30, headers=stack.headers_for("finance"))
+    rep = httpx.Client(base_url=stack.url("reporting"), timeout=30, headers=stack.headers_for("reporting"))
 
     # finance: a budget and per-learner rates for the cost centre
     assert fin.post("/budgets", json={"cost_centre": "CC-E2E", "period": str(YEAR),

@@ -32,7 +32,7 @@ def stack(kafka, tmp_path_factory):
 
 @pytest.fixture
 def http(stack):
-    with httpx.Client(timeout=15) as client:
+    with httpx.Client(timeout=15, headers=stack.headers()) as client:
         yield client
 
 

@@ -35,8 +35,8 @@ def stack(kafka, tmp_path_factory) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=15) as client:
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=15, headers=stack.headers()) as client:
         yield client
 
 

@@ -225,7 +225,7 @@ def test_reporting_projects_events_of_all_producers(kafka, tmp_path) -> None:
         deadline = time.monotonic() + TIMEOUT
         # whatever earlier tests left on the topics is consumed first, so the counts below are ours alone
         wait_until_consumed(servers, asyncio.run(end_offsets(servers)), deadline)
-        with httpx.Client(base_url=url, timeout=10) as http:
+        with httpx.Client(base_url=url, timeout=10, headers=stack.headers("reader")) as http:
             before = http.get("/status").json()
             published = asyncio.run(publish(servers, story))
             wait_until_consumed(servers, asyncio.run(end_offsets(servers)), deadline)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from shared.auth import AUTH_RESPONSES, ENROLLER, READER, require
 from shared.commands import Trace
 from shared.errors import NotFound
 from shared.store.port import Store
@@ -25,9 +26,10 @@ UNKNOWN_SESSION = {404: {"description": "unknown session (retryable: scheduling'
 
 
 def router(store: Store, arrivals: SessionArrivals, session_wait_seconds: float) -> APIRouter:
-    api = APIRouter(tags=["enrollments"])
+    WRITE = [Depends(require(ENROLLER))]  # commands: the enroller role; reads: any valid token
+    api = APIRouter(tags=["enrollments"], dependencies=[Depends(require(READER))], responses=AUTH_RESPONSES)
 
-    @api.post("/sessions/{session_id}/enrollments", status_code=201,
+    @api.post("/sessions/{session_id}/enrollments", dependencies=WRITE, status_code=201,
               responses={200: {"description": "the learner already holds an enrollment, unchanged"},
                          409: {"description": "session cancelled or finished"}, **UNKNOWN_SESSION})
     async def enroll(session_id: str, cmd: EnrollLearner, request: Request, response: Response) -> dict[str, Any]:
@@ -39,24 +41,24 @@ def router(store: Store, arrivals: SessionArrivals, session_wait_seconds: float)
         response.headers["Location"] = f"/enrollments/{view['enrollment_id']}"
         return view
 
-    @api.post("/sessions/{session_id}/enrollments/batch",
+    @api.post("/sessions/{session_id}/enrollments/batch", dependencies=WRITE,
               responses={409: {"description": "session cancelled or finished"}, **UNKNOWN_SESSION})
     async def enroll_batch(session_id: str, cmd: EnrollLearners, request: Request) -> dict[str, Any]:
         """Enroll up to 1,000 learners into one session in one transaction (bulk import path)."""
         return await handlers.enroll_learners(store, session_id, cmd, Trace.from_headers(request.headers),
                                               arrivals=arrivals, wait_seconds=session_wait_seconds)
 
-    @api.post("/enrollments/{enrollment_id}/cancel")
+    @api.post("/enrollments/{enrollment_id}/cancel", dependencies=WRITE)
     async def cancel(enrollment_id: str, cmd: CancelEnrollment, request: Request) -> dict[str, Any]:
         """Cancel an enrollment; a freed seat promotes the first waitlisted learner."""
         return await handlers.cancel_enrollment(store, enrollment_id, cmd, Trace.from_headers(request.headers))
 
-    @api.post("/enrollments/{enrollment_id}/attendance")
+    @api.post("/enrollments/{enrollment_id}/attendance", dependencies=WRITE)
     async def attendance(enrollment_id: str, cmd: RecordAttendance, request: Request) -> dict[str, Any]:
         """Record (or correct) attendance of an enrolled learner: attended, partial or no_show."""
         return await handlers.record_attendance(store, enrollment_id, cmd, Trace.from_headers(request.headers))
 
-    @api.post("/sessions/{session_id}/attendance/batch",
+    @api.post("/sessions/{session_id}/attendance/batch", dependencies=WRITE,
               responses={404: {"description": "session unknown to enrollment"},
                          409: {"description": "session not started or cancelled, or a record's learner is not "
                                               "enrolled (names the record; nothing written)"},

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from shared.auth import AUTH_RESPONSES, FINANCE, READER, require
 from shared.commands import Trace
 from shared.errors import NotFound
 from shared.store.port import Store
@@ -17,9 +18,10 @@ from ..projections import ledger
 
 
 def router(store: Store) -> APIRouter:
-    api = APIRouter(tags=["finance"])
+    WRITE = [Depends(require(FINANCE))]  # commands: the finance role; reads: any valid token
+    api = APIRouter(tags=["finance"], dependencies=[Depends(require(READER))], responses=AUTH_RESPONSES)
 
-    @api.post("/budgets", status_code=201,
+    @api.post("/budgets", dependencies=WRITE, status_code=201,
               responses={200: {"description": "same allocation_id with the same content again, unchanged"},
                          409: {"description": "allocation_id used with other content"},
                          422: {"description": "invalid, or another currency"}})
@@ -30,13 +32,14 @@ def router(store: Store) -> APIRouter:
             response.status_code = 200
         return allocation
 
-    @api.put("/cost-centres/{cost_centre}/per-learner-rates")
+    @api.put("/cost-centres/{cost_centre}/per-learner-rates", dependencies=WRITE)
     async def set_rates(cost_centre: str, cmd: SetPerLearnerRates, request: Request) -> dict[str, Any]:
         """Set the per-learner rates (per day or per session) a cost centre applies to new enrollments."""
         return await handlers.set_per_learner_rates(store, cost_centre, cmd, Trace.from_headers(request.headers))
 
-    @api.post("/costs", status_code=201, responses={200: {"description": "same invoice again, unchanged"},
-                                                    409: {"description": "invoice_ref used with other content"}})
+    @api.post("/costs", dependencies=WRITE, status_code=201,
+              responses={200: {"description": "same invoice again, unchanged"},
+                         409: {"description": "invoice_ref used with other content"}})
     async def record_cost(cmd: RecordCost, request: Request, response: Response) -> dict[str, Any]:
         """Record an actual cost (invoice, or credit note); the same invoice_ref again returns the existing entry."""
         entry, created = await handlers.record_cost(store, cmd, Trace.from_headers(request.headers))

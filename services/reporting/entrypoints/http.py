@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
+from shared.auth import AUTH_RESPONSES, READER, require
 from shared.store.port import Store
 
 from ..application import queries
@@ -33,7 +34,7 @@ Filter = Annotated[SessionFilter, Depends(session_filter)]
 
 
 def router(store: Store) -> APIRouter:
-    api = APIRouter()
+    api = APIRouter(dependencies=[Depends(require(READER))], responses=AUTH_RESPONSES)  # any valid token
 
     @api.get("/occupancy/totals", tags=["occupancy"])
     async def totals(where: Filter) -> dict[str, Any]:

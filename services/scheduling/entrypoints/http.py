@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from shared.auth import AUTH_RESPONSES, READER, SCHEDULER, require
 from shared.commands import Trace
 from shared.errors import NotFound
 from shared.store.port import Store
@@ -15,10 +16,11 @@ from ..application.commands import CancelSession, RescheduleSession, ScheduleSes
 
 
 def router(store: Store) -> APIRouter:
-    api = APIRouter(tags=["sessions"])
+    WRITE = [Depends(require(SCHEDULER))]  # commands: the scheduler role; reads: any valid token
+    api = APIRouter(tags=["sessions"], dependencies=[Depends(require(READER))], responses=AUTH_RESPONSES)
 
-    @api.post("/sessions", status_code=201, responses={200: {"description": "already scheduled, unchanged"},
-                                                       409: {"description": "booking conflict"}})
+    @api.post("/sessions", dependencies=WRITE, status_code=201,
+              responses={200: {"description": "already scheduled, unchanged"}, 409: {"description": "booking conflict"}})
     async def schedule(cmd: ScheduleSession, request: Request, response: Response) -> dict[str, Any]:
         """Schedule a session; 409 names the session holding an instructor, venue, room or equipment item."""
         view, created = await handlers.schedule_session(store, cmd, Trace.from_headers(request.headers))
@@ -27,12 +29,12 @@ def router(store: Store) -> APIRouter:
         response.headers["Location"] = f"/sessions/{view['session_id']}"
         return view
 
-    @api.post("/sessions/{session_id}/reschedule")
+    @api.post("/sessions/{session_id}/reschedule", dependencies=WRITE)
     async def reschedule(session_id: str, cmd: RescheduleSession, request: Request) -> dict[str, Any]:
         """Change a session's times, place, people, capacity or costs (fields left out stay); same conflict rules."""
         return await handlers.reschedule_session(store, session_id, cmd, Trace.from_headers(request.headers))
 
-    @api.post("/sessions/{session_id}/cancel")
+    @api.post("/sessions/{session_id}/cancel", dependencies=WRITE)
     async def cancel(session_id: str, cmd: CancelSession, request: Request) -> dict[str, Any]:
         """Cancel a session (enrollment cancels its enrollments, finance reverses its costs)."""
         return await handlers.cancel_session(store, session_id, cmd, Trace.from_headers(request.headers))

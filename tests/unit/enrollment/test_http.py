@@ -19,7 +19,7 @@ NOW = datetime.now(UTC)
 
 
 @pytest.fixture
-async def client(tmp_path) -> AsyncIterator[httpx.AsyncClient]:
+async def client(tmp_path, bearer) -> AsyncIterator[httpx.AsyncClient]:
     app = build(EnrollmentSettings(store_url=f"sqlite:///{tmp_path / 'enrollment.db'}", session_wait_seconds=0))
     store = app.state.runtime.store
     await store.open()  # the lifespan (Kafka consumer, relay) is not started: commands only need the store
@@ -30,7 +30,8 @@ async def client(tmp_path) -> AsyncIterator[httpx.AsyncClient]:
         slots=[TimeSlot(starts_at=start, ends_at=start + timedelta(hours=8))]))
     async with store.transaction() as uow:
         await HANDLERS[SessionScheduled](uow, event)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://enrollment") as c:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://enrollment",
+                                 headers=bearer("enroller")) as c:
         yield c
     await store.close()
 

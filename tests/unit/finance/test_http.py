@@ -12,11 +12,12 @@ from services.finance.settings import FinanceSettings
 
 
 @pytest.fixture
-async def client(tmp_path) -> AsyncIterator[httpx.AsyncClient]:
+async def client(tmp_path, bearer) -> AsyncIterator[httpx.AsyncClient]:
     app = build(FinanceSettings(store_url=f"sqlite:///{tmp_path / 'finance.db'}"))
     store = app.state.runtime.store
     await store.open()  # the lifespan (Kafka consumer, relay) is not started: commands only need the store
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://finance") as c:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://finance",
+                                 headers=bearer("finance")) as c:
         yield c
     await store.close()
 

@@ -34,7 +34,7 @@ def enrolled(session_id: str, n: int) -> LearnerEnrolled:
 
 
 @pytest.fixture
-async def client(tmp_path):
+async def client(tmp_path, bearer):
     app = build(ReportingSettings(store_url=f"sqlite:///{tmp_path / 'reporting.db'}"))
     store = app.state.runtime.store
     await store.open()
@@ -52,7 +52,8 @@ async def client(tmp_path):
         envelope = Envelope(data=event)
         async with store.transaction() as uow:
             await HANDLERS[type(event)](uow, envelope)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reporting") as c:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reporting",
+                                 headers=bearer("reader")) as c:
         yield c
     await store.close()
 

@@ -231,7 +231,7 @@ async def test_relay_stop_lets_the_batch_in_flight_finish_instead_of_sending_it_
     await store.close()
 
 
-async def test_http_metrics_and_stored_events_of_a_command(tmp_path) -> None:
+async def test_http_metrics_and_stored_events_of_a_command(tmp_path, bearer) -> None:
     app = build(SchedulingSettings(store_url=f"sqlite:///{tmp_path / 'scheduling.db'}"))
     store = app.state.runtime.store
     await store.open()  # in process, without the lifespan: no relay runs, so the outbox keeps what is stored
@@ -247,7 +247,8 @@ async def test_http_metrics_and_stored_events_of_a_command(tmp_path) -> None:
         ("ilt_events_stored_total", {"event_type": SCHEDULED}),
         ("ilt_events_stored_total", {"event_type": CANCELLED}),
     )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scheduling") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scheduling",
+                                 headers=bearer("scheduler")) as client:
         created = await client.post("/sessions", json=plan)
         assert created.status_code == 201
         assert (await client.post("/sessions", json={**plan, "capacity": 0})).status_code == 422
