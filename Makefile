@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e lint lint-deploy demo install clean
+.PHONY: run test test-unit test-integration test-e2e lint lint-deploy demo bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: $(STAMP)
 ## demo: replay The Carpentries' workshop records through the services and print the reports
 demo: $(STAMP)
 	$(BIN)/python -m demo --workdir var/demo $(DEMO_ARGS)
+
+## bench: the pipeline against the raw Kafka client ceiling (not part of make test); BENCH_ARGS=--full for 1M
+bench: $(STAMP)
+	$(BIN)/python -m bench --workdir var/bench $(BENCH_ARGS)
 
 ## test: architecture contracts, then unit, integration and end-to-end tests
 test: $(STAMP) lint lint-deploy
