@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from pydantic import ValidationError
+
 from shared.commands import Trace, retry_on_concurrency
 from shared.contracts.scheduling import SessionPlan
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, Invalid, NotFound
 from shared.store.port import Store, UnitOfWork
 
 from ..adapters.calendar import bookings_for, replace_bookings
@@ -85,11 +87,28 @@ async def decide_reschedule(uow: UnitOfWork, session_id: str, cmd: RescheduleSes
         current["virtual_room_id"] = None
     if changes.get("delivery") == "virtual" and "venue_id" not in changes:
         current["venue_id"] = None
-    merged = PlanFields.model_validate({**current, **changes})
+    try:  # the changes are valid on their own; the plan they make with the rest must be too
+        merged = PlanFields.model_validate({**current, **changes})
+    except ValidationError as exc:  # e.g. "equipment_ids": null, a classroom left without a venue
+        raise _invalid_plan(exc) from None
     plan = to_plan(merged)
     event = session.reschedule(plan, now, backdated)
     await _check_bookings(uow, session_id, plan)
     return await _store(uow, session, [event], trace), True
+
+
+def _invalid_plan(exc: ValidationError) -> Invalid:
+    """422 naming every field of the merged plan that is wrong (messages only, never the values)."""
+    detail = []
+    for err in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        reason = err.get("msg", "invalid")
+        if err.get("type") == "list_type" or (err.get("type", "").endswith("_type") and "None" in reason):
+            reason += " (null is not a value here: leave the field out to keep the current one)"
+        detail.append({"field": field, "reason": reason})
+    invalid = Invalid(detail[0]["field"], detail[0]["reason"], code="invalid_plan")
+    invalid.details["detail"] = detail
+    return invalid
 
 
 async def decide_cancel(uow: UnitOfWork, session_id: str, cmd: CancelSession,
