@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+ASYNCAPI_PARSER := tools/asyncapi/node_modules/@asyncapi/parser/package.json
 
-.PHONY: run test test-unit test-integration test-e2e lint lint-deploy demo bench install clean
+.PHONY: run test test-unit test-integration test-e2e lint lint-deploy demo bench install clean contracts
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +28,18 @@ bench: $(STAMP)
 	$(BIN)/python -m bench --workdir var/bench $(BENCH_ARGS)
 
 ## test: architecture contracts, then unit, integration and end-to-end tests
-test: $(STAMP) lint lint-deploy
+test: $(STAMP) $(ASYNCAPI_PARSER) lint lint-deploy
 	$(BIN)/python -m pytest -ra
+
+## contracts: regenerate the published JSON Schemas (contracts/v1) and AsyncAPI documents (asyncapi/)
+contracts: $(STAMP)
+	$(BIN)/python -m devstack.contracts
+	ILT_AUTH=disabled $(BIN)/python -m devstack.asyncapi
+
+# the official AsyncAPI parser (npm) the tests validate asyncapi/*.yaml with; skipped where there is no Node
+$(ASYNCAPI_PARSER): tools/asyncapi/package.json tools/asyncapi/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --prefix tools/asyncapi && touch $@; \
+	else echo "npm not found: the AsyncAPI documents will not be validated (the test says so)"; fi
 
 lint: $(STAMP)
 	$(BIN)/lint-imports

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from shared import auth, limits
+from shared import asyncapi, auth, limits
 from shared.contracts.topics import ENROLLMENT_REQUESTS, SCHEDULING_EVENTS
 from shared.runtime import ServiceRuntime, create_app
 
@@ -23,7 +23,7 @@ def build(settings: EnrollmentSettings | None = None) -> FastAPI:
     runtime.on_applied.append(arrivals.notify)  # wakes enrollments waiting for a session scheduling just planned
     app = create_app(
         runtime,
-        [router(runtime.store, arrivals, settings.session_wait_seconds)],
+        [router(runtime.store, arrivals, settings.session_wait_seconds), asyncapi.router()],
         title="ILT enrollment",
         description="Enrolls learners in sessions within capacity, keeps the waitlist and records attendance.",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from shared import auth, limits
+from shared import asyncapi, auth, limits
 from shared.contracts.topics import ENROLLMENT_EVENTS, FINANCE_REQUESTS, SCHEDULING_EVENTS
 from shared.runtime import ServiceRuntime, create_app
 
@@ -21,7 +21,7 @@ def build(settings: FinanceSettings | None = None) -> FastAPI:
                              handlers={**HANDLERS, **requests.HANDLERS})
     app = create_app(
         runtime,
-        [router(runtime.store)],
+        [router(runtime.store), asyncapi.router()],
         title="ILT finance",
         description="Budgets per cost centre and year; committed (planned) and actual (invoiced) costs of sessions.",
     )

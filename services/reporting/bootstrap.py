@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from shared import auth, limits
+from shared import asyncapi, auth, limits
 from shared.contracts.topics import EVENT_TOPICS
 from shared.runtime import ServiceRuntime, create_app
 
@@ -18,7 +18,7 @@ def build(settings: ReportingSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime(settings, publishes=False, subscribes_to=EVENT_TOPICS, handlers=handlers())
     app = create_app(
         runtime,
-        [router(runtime.store)],
+        [router(runtime.store), asyncapi.router()],
         title="ILT reporting",
         description="Occupancy of sessions (per venue, course, month, year) and budgets per cost centre, "
         "projected from the events of scheduling, enrollment and finance.",

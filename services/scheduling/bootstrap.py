@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from shared import auth, limits
+from shared import asyncapi, auth, limits
 from shared.contracts.topics import SCHEDULING_REQUESTS
 from shared.runtime import ServiceRuntime, create_app
 
@@ -19,7 +19,7 @@ def build(settings: SchedulingSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime(settings, publishes=True, subscribes_to=(SCHEDULING_REQUESTS,), handlers=dict(HANDLERS))
     app = create_app(
         runtime,
-        [router(runtime.store)],
+        [router(runtime.store), asyncapi.router()],
         title="ILT scheduling",
         description="Schedules sessions and books instructors, venues, rooms and equipment without double-booking.",
     )
