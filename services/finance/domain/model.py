@@ -35,6 +35,7 @@ from shared.errors import Conflict, Invalid
 
 CENT = Decimal("0.01")
 MAX_INVOICE = Decimal("10000000")
+MAX_ALLOCATION = Decimal("1000000000")  # one allocation: a budget larger than this is a typo, not a plan
 # fixed namespace of finance's deterministic cost ids (never change it: replays must produce the same ids)
 COST_ID_NAMESPACE = uuid.UUID("6f1c2a52-4a8e-4f57-9f55-2f0c1d7e9b31")
 
@@ -67,6 +68,8 @@ def check_budget_currency(budget_currency: str | None, amount: Money, field: str
 def check_allocation(amount: Money) -> None:
     if amount.amount <= 0:
         raise Invalid("amount.amount", "a budget allocation must be greater than zero")
+    if amount.amount > MAX_ALLOCATION:
+        raise Invalid("amount.amount", f"a budget allocation above {MAX_ALLOCATION:,} is not plausible")
 
 
 def check_invoice_amount(amount: Money, credit_note: bool) -> None:
@@ -196,6 +199,7 @@ class CostCentre:
     def allocate(self, allocation_id: str, period: str, amount: Money, now: datetime) -> BudgetAllocated:
         check_allocation(amount)
         check_budget_currency(self.budget_currency(period), amount)
+        amount = money(amount.amount, amount.currency)  # in cents: "1e3" is stored as "1000.00"
         return BudgetAllocated(occurred_at=now, allocation_id=allocation_id, cost_centre=self.cost_centre,
                                period=period, amount=amount)
 
