@@ -15,6 +15,7 @@ here (events consumed per type and outcome, handler latency and errors, dead let
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -38,6 +39,17 @@ log = structlog.get_logger()
 Handler = Callable[[UnitOfWork, Envelope], Awaitable[None]]
 MAX_ERROR_HEADER = 1000
 DEAD_LETTERS = "dead-letters"  # document collection: one entry per dead-lettered record
+
+
+@functools.cache
+def _handler_seconds(event_type: str) -> Any:
+    """The labelled histogram of one event type (looked up once, not per event: labels() takes a lock)."""
+    return metrics.HANDLER_SECONDS.labels(event_type)
+
+
+@functools.cache
+def _consumed(event_type: str, outcome: str) -> Any:
+    return metrics.EVENTS_CONSUMED.labels(event_type, outcome)
 
 
 class ConsumerStats:
@@ -131,7 +143,7 @@ class EventConsumer:
             metrics.HANDLER_ERRORS.labels(envelope.type).inc()
             raise
         finally:
-            metrics.HANDLER_SECONDS.labels(envelope.type).observe(time.perf_counter() - started)
+            _handler_seconds(envelope.type).observe(time.perf_counter() - started)
 
     def _count(self, envelope: Envelope, fresh: bool) -> None:
         """After the commit: what happened to this event."""
@@ -141,7 +153,7 @@ class EventConsumer:
             outcome = "applied"
         else:
             outcome = "ignored"
-        metrics.EVENTS_CONSUMED.labels(envelope.type, outcome).inc()
+        _consumed(envelope.type, outcome).inc()
         log.debug(f"event {outcome}", **event_fields(envelope))
 
     async def _dead_letter(

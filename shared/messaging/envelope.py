@@ -130,7 +130,9 @@ def header_map(headers: Any) -> dict[str, str]:
     """Kafka headers (a sequence of (name, bytes)) as a dict of str; undecodable values are replaced."""
     out: dict[str, str] = {}
     for name, raw in headers or ():
-        if raw is None:
+        if type(raw) is bytes and raw.isascii():  # the usual case, fast
+            out[name] = raw.decode("ascii")
+        elif raw is None:
             out[name] = ""
         elif isinstance(raw, bytes | bytearray):
             out[name] = bytes(raw).decode("utf-8", errors="replace")

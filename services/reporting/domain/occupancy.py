@@ -177,12 +177,16 @@ class SessionOccupancy:
 
     # ----- document form (what the store keeps) -------------------------------------------------------------------
     def to_document(self) -> dict[str, Any]:
-        return asdict(self)
+        # every field is a plain value (str, int, bool, None): a flat dict, without asdict's recursive copy
+        return {name: getattr(self, name) for name in _FIELD_NAMES}
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> SessionOccupancy:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in doc.items() if k in known})
+        return cls(**{k: v for k, v in doc.items() if k in _FIELD_SET})
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(SessionOccupancy))
+_FIELD_SET = frozenset(_FIELD_NAMES)
 
 
 def session_id_of(event: IntegrationEvent) -> str:
