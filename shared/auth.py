@@ -15,7 +15,7 @@ Tokens are kept as ``SecretStr`` (never printed, never logged); a presented toke
 configured one in constant time (``hmac.compare_digest`` of SHA-256 digests, no early exit). Missing or unknown
 token: 401 with ``WWW-Authenticate: Bearer`` (answered by ``AuthenticationGate`` before the body is read);
 valid token without the role: 403. ``/healthz``, ``/readyz``, ``/status``, ``/metrics`` and the API description
-(``/openapi.json``, ``/docs``) stay open (probes, scrapers, clients; no personal data in any of them).
+(``/openapi.json``, ``/docs``, ``/asyncapi.yaml``, ``/asyncapi.json``) stay open (probes, scrapers, clients; no personal data in any of them).
 
 In a router: ``APIRouter(dependencies=[Depends(require(READER))])`` and ``@api.post(..., dependencies=[
 Depends(require(SCHEDULER))])``; the app gets its ``Authenticator`` from ``install(app, settings)`` (bootstrap).
@@ -235,7 +235,7 @@ def require(role: str) -> Callable[..., Awaitable[ApiClient | None]]:
 
 # open without a token: probes, scrapers and the API description (no learner data in any of them)
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/status", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-                        "/redoc"})
+                        "/redoc", "/asyncapi.yaml", "/asyncapi.json"})
 
 
 class AuthenticationGate:

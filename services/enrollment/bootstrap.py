@@ -11,6 +11,7 @@ from shared.runtime import ServiceRuntime, create_app
 from .adapters.arrivals import SessionArrivals
 from .application import requests
 from .application.policies import HANDLERS
+from .entrypoints import calendars
 from .entrypoints.http import router
 from .settings import EnrollmentSettings
 
@@ -23,7 +24,8 @@ def build(settings: EnrollmentSettings | None = None) -> FastAPI:
     runtime.on_applied.append(arrivals.notify)  # wakes enrollments waiting for a session scheduling just planned
     app = create_app(
         runtime,
-        [router(runtime.store, arrivals, settings.session_wait_seconds), asyncapi.router()],
+        [router(runtime.store, arrivals, settings.session_wait_seconds), calendars.router(runtime.store),
+         asyncapi.router()],
         title="ILT enrollment",
         description="Enrolls learners in sessions within capacity, keeps the waitlist and records attendance.",
     )

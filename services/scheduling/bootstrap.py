@@ -9,6 +9,7 @@ from shared.contracts.topics import SCHEDULING_REQUESTS
 from shared.runtime import ServiceRuntime, create_app
 
 from .application.requests import HANDLERS
+from .entrypoints import calendars
 from .entrypoints.http import router
 from .settings import SchedulingSettings
 
@@ -19,7 +20,7 @@ def build(settings: SchedulingSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime(settings, publishes=True, subscribes_to=(SCHEDULING_REQUESTS,), handlers=dict(HANDLERS))
     app = create_app(
         runtime,
-        [router(runtime.store), asyncapi.router()],
+        [router(runtime.store), calendars.router(runtime.store), asyncapi.router()],
         title="ILT scheduling",
         description="Schedules sessions and books instructors, venues, rooms and equipment without double-booking.",
     )

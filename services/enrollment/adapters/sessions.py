@@ -48,3 +48,14 @@ async def read_session(store: Store, session_id: str) -> SessionView | None:
 
 async def put_session(uow: UnitOfWork, view: SessionView) -> None:
     await uow.put(SESSIONS, view.session_id, to_document(view))
+
+
+DETAILS = "session-details"  # {course_code, title, delivery, venue_id, virtual_room_id}: for the learners' calendars
+
+
+async def put_details(uow: UnitOfWork, session_id: str, plan: Any) -> None:
+    """What a learner's calendar shows of a session besides its times (kept from scheduling's events)."""
+    await uow.put(DETAILS, session_id, {
+        "course_code": plan.course_code, "title": plan.title, "delivery": plan.delivery,
+        "venue_id": plan.venue_id, "virtual_room_id": plan.virtual_room_id,
+    })

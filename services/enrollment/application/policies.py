@@ -15,7 +15,7 @@ from shared.messaging.envelope import Envelope
 from shared.store.port import UnitOfWork
 
 from ..adapters.rosters import load_roster
-from ..adapters.sessions import get_session, put_session
+from ..adapters.sessions import get_session, put_details, put_session
 from ..domain.model import SessionView
 from .handlers import save
 
@@ -31,6 +31,7 @@ async def on_session_planned(uow: UnitOfWork, envelope: Envelope) -> None:
     # a cancelled session stays cancelled whatever plan arrives after
     view = SessionView.from_plan(event.session_id, event, cancelled=known is not None and known.cancelled)
     await put_session(uow, view)
+    await put_details(uow, event.session_id, event)
     roster = await load_roster(uow, view)
     expected = roster.version
     promoted = roster.session_changed(view, event.occurred_at, event.backdated)

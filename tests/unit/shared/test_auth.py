@@ -16,7 +16,8 @@ from shared.auth import Authenticator, TokenConfigError, parse_tokens
 from shared.settings import ServiceSettings
 
 SERVICES = {"scheduling": "scheduler", "enrollment": "enroller", "finance": "finance", "reporting": None}
-OPEN = {"/healthz", "/readyz", "/status", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+OPEN = {"/healthz", "/readyz", "/status", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
+        "/asyncapi.yaml", "/asyncapi.json"}  # the API descriptions (HTTP and Kafka) are public
 ROLES = ("scheduler", "enroller", "finance", "reader")
 TOKEN_A = "a" * 20
 TOKEN_B = "b" * 20
