@@ -56,7 +56,8 @@ def publish_request(config: dict[str, str], topic: str, event_type: str, data: d
 def follow(config: dict[str, str], topic: str, request_ids: set[str], timeout: float = 30.0,
            positions: list[TopicPartition] | None = None) -> dict[str, list[CloudEvent]]:
     """The events on ``topic`` caused by each request, until each has its outcome (or the deadline passed)."""
-    consumer = Consumer({**config, "group.id": f"follow-{uuid.uuid4()}", "enable.auto.commit": False,
+    # partitions are assigned, nothing is committed: the group id is only a name (-X group.id=... overrides it)
+    consumer = Consumer({"group.id": f"follow-{uuid.uuid4()}", **config, "enable.auto.commit": False,
                          "auto.offset.reset": "earliest"})
     try:
         consumer.assign(positions or start_positions(config, topic))
@@ -80,7 +81,7 @@ def follow(config: dict[str, str], topic: str, request_ids: set[str], timeout: f
 def start_positions(config: dict[str, str], topic: str) -> list[TopicPartition]:
     """Where to start reading so that nothing published after this call is missed (the high-water marks; a broker
     that reports them too low only makes us read a few records more)."""
-    consumer = Consumer({**config, "group.id": f"positions-{uuid.uuid4()}", "enable.auto.commit": False})
+    consumer = Consumer({"group.id": f"positions-{uuid.uuid4()}", **config, "enable.auto.commit": False})
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         partitions = sorted(metadata.topics[topic].partitions)
