@@ -1,0 +1,1 @@
+"""Operator tools for the four services: ``python -m ops --help``."""
