@@ -24,5 +24,3 @@ async def test_a_line_break_in_a_calendar_id_is_no_server_error(service: str, pa
     await app.state.runtime.store.close()
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/calendar")
     assert answer.text.startswith("BEGIN:VCALENDAR") and "BEGIN:VEVENT" not in answer.text
-    name = next(line for line in answer.text.splitlines() if line.startswith("X-WR-CALNAME"))
-    assert name.endswith(" ") or " " in name
