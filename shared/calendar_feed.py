@@ -8,6 +8,7 @@ across daylight-saving changes. ``UID`` is stable per session and block (a refre
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +18,12 @@ from fastapi.responses import Response
 from icalendar import Calendar, Event
 
 MEDIA_TYPE = "text/calendar; charset=utf-8"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _text(value: str) -> str:
+    """Control characters (a line break in an id or a title) would break the content lines: a space instead."""
+    return _CONTROL.sub(" ", value)
 
 
 @dataclass(frozen=True)
@@ -39,20 +46,20 @@ def feed(name: str, blocks: Iterable[Block], product: str = "-//ILT back office/
     calendar.add("prodid", product)
     calendar.add("version", "2.0")
     calendar.add("calscale", "GREGORIAN")
-    calendar.add("x-wr-calname", name)
+    calendar.add("x-wr-calname", _text(name))
     stamp = datetime.now(UTC).replace(microsecond=0)
     for block in sorted(blocks, key=lambda b: (b.starts_at, b.uid)):
         zone = ZoneInfo(block.time_zone)
         event = Event()
-        event.add("uid", block.uid)
+        event.add("uid", _text(block.uid))
         event.add("dtstamp", stamp)
         event.add("dtstart", block.starts_at.astimezone(zone))
         event.add("dtend", block.ends_at.astimezone(zone))
-        event.add("summary", block.summary)
+        event.add("summary", _text(block.summary))
         if block.location:
-            event.add("location", block.location)
+            event.add("location", _text(block.location))
         if block.description:
-            event.add("description", block.description)
+            event.add("description", _text(block.description))
         event.add("status", block.status)
         event.add("sequence", block.sequence)
         calendar.add_component(event)

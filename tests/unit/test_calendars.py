@@ -131,3 +131,9 @@ async def test_learner_feed_shows_seats_and_waitlist_places(tmp_path, bearer) ->
             assert nobody == []
     finally:
         await store.close()
+
+
+async def test_an_id_with_a_line_break_still_gets_a_well_formed_calendar(scheduling) -> None:
+    """Found by the OpenAPI fuzzing: a control character in the path must not break the content lines."""
+    calendar, events = events_of(await scheduling.get("/calendars/instructors/ada%0Alovelace%08.ics"))
+    assert events == [] and str(calendar["x-wr-calname"]) == "Teaching: ada lovelace "
