@@ -159,8 +159,15 @@ def allocation(cost_centre: str, period: str) -> Envelope:
                                          amount=Money(amount=Decimal("1.00"), currency="EUR")))
 
 
+def reader() -> dict[str, str]:
+    """A reader's Authorization header: the suite's tokens (ILT_API_TOKENS), which devstack.stack.Stack hands on."""
+    from devstack.stack import role_tokens
+
+    return {"Authorization": f"Bearer {role_tokens(os.environ['ILT_API_TOKENS'])['reader']}"}
+
+
 def allocated(url: str, cost_centre: str, period: str) -> Decimal | None:
-    response = httpx.get(f"{url}/budgets/{cost_centre}", params={"period": period}, timeout=10)
+    response = httpx.get(f"{url}/budgets/{cost_centre}", params={"period": period}, timeout=10, headers=reader())
     if response.status_code == 404:
         return None
     lines = response.json()["budgets"]
@@ -255,7 +262,7 @@ def test_metrics_and_logs_of_running_services(kafka, tmp_path) -> None:
             consumed(r, SCHEDULED, "duplicate"), consumed(r, CANCELLED, "duplicate"), dead(r, "unknown_type"),
             dead(r, "invalid_payload"), consumed(r, LearnerEnrolled.event_type, "applied")) == (3, 1, 1, 1, 1))
         assert (consumed(r2, SCHEDULED, "applied"), consumed(r2, CANCELLED, "applied")) == (3, 1)  # still
-        occupancy = httpx.get(f"{rep}/occupancy/sessions/{sessions[0]}", timeout=10).json()
+        occupancy = httpx.get(f"{rep}/occupancy/sessions/{sessions[0]}", timeout=10, headers=reader()).json()
         assert (occupancy["status"], occupancy["enrolled"]) == ("scheduled", 1)
 
     # logs: one JSON object per line, every line names its service; ids on the lines about events and commands
