@@ -115,7 +115,7 @@ class PlanFields(BaseModel):
     slots: list[SlotInput] = Field(min_length=1, max_length=62)
     instructor_ids: list[str] = Field(default_factory=list, max_length=20)
     equipment_ids: list[str] = Field(default_factory=list, max_length=50)
-    capacity: int = Field(gt=0, le=100_000)
+    capacity: int = Field(gt=0, le=100_000, strict=True)
     cost_centre: str = Field(min_length=1, max_length=128, pattern=ID_PATTERN, examples=["CC-TRAINING"])
     planned_costs: list[CostInput] = Field(default_factory=list, max_length=50)
 
@@ -132,7 +132,7 @@ class RescheduleFields(BaseModel):
     slots: list[SlotInput] | None = Field(default=None, min_length=1, max_length=62)
     instructor_ids: list[str] | None = Field(default=None, max_length=20)
     equipment_ids: list[str] | None = Field(default=None, max_length=50)
-    capacity: int | None = Field(default=None, gt=0, le=100_000)
+    capacity: int | None = Field(default=None, gt=0, le=100_000, strict=True)
     planned_costs: list[CostInput] | None = Field(default=None, max_length=50)
 
 

@@ -246,3 +246,22 @@ def test_snapshot_plus_later_events_equals_full_replay() -> None:
         assert resumed.snapshot() == full.snapshot()
     assert full.snapshot()["actual"] == {"2027": "101.00"}
     assert full.version == 5
+
+
+def test_finance_commands_refuse_unknown_currencies_and_implausible_periods() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from services.finance.application.commands import AllocateBudget, RecordCost, SetPerLearnerRates
+
+    eur = {"amount": "10.00", "currency": "EUR"}
+    AllocateBudget(cost_centre="CC", period="2027", amount=eur)
+    for bad in ({"period": "0000"}, {"period": "9999"}, {"amount": {"amount": "10.00", "currency": "ZZZ"}}):
+        with pytest.raises(ValidationError) as err:
+            AllocateBudget(**{"cost_centre": "CC", "period": "2027", "amount": eur, **bad})
+        assert err.value.errors()[0]["loc"][0] in ("period", "amount")
+    with pytest.raises(ValidationError):
+        RecordCost(invoice_ref="I", cost_centre="CC", period="2027", category="x",
+                   amount={"amount": "1.00", "currency": "XXX"})
+    with pytest.raises(ValidationError):
+        SetPerLearnerRates(rates=[{"category": "c", "amount": {"amount": "1.00", "currency": "ABC"}, "per": "day"}])

@@ -169,3 +169,46 @@ async def test_same_client_id_twice_is_idempotent_and_other_plan_is_409(store) -
 async def test_unknown_session_is_404(store) -> None:
     with pytest.raises(NotFound):
         await handlers.cancel_session(store, "nope", CancelSession(), Trace())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "reason"),
+    [
+        ({"slots": [{"starts_at": "9999-12-31T09:00", "ends_at": "9999-12-31T23:59"}]}, "slots.0.starts_at", "between"),
+        ({"time_zone": "America/New_York",
+          "slots": [{"starts_at": "9999-12-31T20:00", "ends_at": "9999-12-31T23:00"}]}, "slots.0.starts_at", "between"),
+        ({"slots": [{"starts_at": f"{YEAR}-10-31T02:30", "ends_at": f"{YEAR}-10-31T05:00"}]}, "slots.0.starts_at",
+         "twice"),
+        ({"delivery": "virtual", "virtual_room_id": "zoom-1"}, "venue_id", "no venue"),
+        ({"virtual_room_id": "zoom-1"}, "virtual_room_id", "no virtual room"),
+        ({"instructor_ids": ["", "x"]}, "instructor_ids.0", "1-128"),
+        ({"instructor_ids": ["x" * 129]}, "instructor_ids.0", "1-128"),
+        ({"planned_costs": [{"category": "venue", "amount": {"amount": "1.00", "currency": "ZZZ"},
+                             "cost_centre": "CC-1"}]}, "planned_costs.0.amount.currency", "ISO 4217"),
+    ],
+)
+async def test_implausible_plans_are_refused_naming_the_field(store, overrides, field, reason) -> None:
+    if "slots" in overrides and "10-31" in overrides["slots"][0]["starts_at"]:
+        # the last Sunday of October: Europe/Berlin falls back from 03:00 to 02:00
+        day = max(datetime(YEAR, 10, d) for d in range(25, 32) if datetime(YEAR, 10, d).weekday() == 6).date()
+        overrides = {"slots": [{"starts_at": f"{day}T02:30", "ends_at": f"{day}T05:00"}]}
+    with pytest.raises(Invalid) as err:
+        await schedule(store, **overrides)
+    assert err.value.details["detail"][0]["field"] == field
+    assert reason in err.value.details["detail"][0]["reason"]
+    assert await store.event_count() == 0
+
+
+def test_capacity_must_be_a_real_integer() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        body(capacity=True)
+
+
+async def test_times_with_another_offset_keep_the_instant_in_the_sessions_zone(store) -> None:
+    view = await schedule(store, slots=[{"starts_at": f"{YEAR}-03-01T17:00+09:00",
+                                         "ends_at": f"{YEAR}-03-01T20:00+09:00"}])
+    start = datetime.fromisoformat(view["slots"][0]["starts_at"])
+    assert view["slots"][0]["starts_at"] == f"{YEAR}-03-01T09:00:00+01:00"
+    assert start == datetime.fromisoformat(f"{YEAR}-03-01T17:00+09:00")
