@@ -280,8 +280,13 @@ def create_app(runtime: ServiceRuntime, routers: list[APIRouter], title: str, de
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # a bug, not bad input: logged with its traceback (never the request body), answered as JSON
-        log.error("unexpected error", error=f"{type(exc).__name__}: {exc}"[:300], exc_info=exc)
+        # a bug, not bad input: logged with the exception type and where it happened, never its message or the
+        # request body (either may quote a learner's data), answered as JSON
+        import traceback
+
+        frames = traceback.extract_tb(exc.__traceback__)[-3:]
+        log.error("unexpected error", error_type=type(exc).__name__,
+                  at=[f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in frames])
         return JSONResponse({"error": "internal_error", "message": "the request failed unexpectedly; "
                              "nothing was stored (the transaction was rolled back)"}, status_code=500)
 
