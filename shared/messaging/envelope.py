@@ -28,6 +28,7 @@ SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 MAX_HEADER_VALUE = 1024
+MAX_EVENT_BYTES = 512 * 1024  # a record value larger than this is no event of ours: dead-lettered as "oversized"
 
 
 class UndecodableEvent(Exception):
@@ -143,6 +144,8 @@ def header_map(headers: Any) -> dict[str, str]:
 
 def decode(value: bytes | None, headers: Any, registry: EventCatalogue = catalogue) -> Envelope:
     """Turn a Kafka record (binary or structured mode) into an ``Envelope``, or raise ``UndecodableEvent``."""
+    if value is not None and len(value) > MAX_EVENT_BYTES:
+        raise UndecodableEvent("oversized", f"{len(value)} bytes, the limit is {MAX_EVENT_BYTES}")
     attrs = header_map(headers)
     content_type = attrs.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type == STRUCTURED_CONTENT_TYPE:
