@@ -84,7 +84,7 @@ class Killer(threading.Thread):
 
 def test_services_killed_during_the_load_lose_nothing_and_apply_nothing_twice(tmp_path, report) -> None:
     seed = knob("RELIABILITY_SEED", random.SystemRandom().randrange(10**6))
-    sessions = knob("RELIABILITY_SESSIONS", 60)
+    sessions = knob("RELIABILITY_SESSIONS", 45)
     minimum_kills = knob("RELIABILITY_KILLS", 25)
     concurrency = knob("RELIABILITY_CONCURRENCY", 10)
     print(f"RELIABILITY_SEED={seed}")
@@ -95,7 +95,7 @@ def test_services_killed_during_the_load_lose_nothing_and_apply_nothing_twice(tm
         oracle = Oracle()
         # the kill points: random moments of the load (accepted commands), about 45 commands per session
         expected = sessions * 45
-        killer = Killer(stack, rng, [rng.randint(expected // 30, expected * 9 // 10) for _ in range(minimum_kills)],
+        killer = Killer(stack, rng, [rng.randint(expected // 30, expected * 8 // 10) for _ in range(minimum_kills)],
                         lambda: oracle.commands)
 
         async def load() -> int:

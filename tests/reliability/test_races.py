@@ -62,7 +62,11 @@ def test_concurrent_enrollments_for_few_seats_and_concurrent_cancellations(tmp_p
                 async def enroll(sid: str, learner: str) -> dict:
                     # no client-side retry here except for the retryable answers: the race is the point
                     while True:
-                        r = await raw.post(f"{urls.enrollment}/sessions/{sid}/enrollments", json={"learner_id": learner})
+                        try:  # a dropped connection: asked again (idempotent per learner), the answer is the same
+                            r = await raw.post(f"{urls.enrollment}/sessions/{sid}/enrollments",
+                                               json={"learner_id": learner})
+                        except httpx.TransportError:
+                            continue
                         if r.status_code == 409 and r.json().get("error") == "concurrent_modification":
                             conflicts["409"] += 1
                             continue
@@ -73,7 +77,10 @@ def test_concurrent_enrollments_for_few_seats_and_concurrent_cancellations(tmp_p
 
                 async def cancel(eid: str) -> dict:
                     while True:
-                        r = await raw.post(f"{urls.enrollment}/enrollments/{eid}/cancel", json={})
+                        try:
+                            r = await raw.post(f"{urls.enrollment}/enrollments/{eid}/cancel", json={})
+                        except httpx.TransportError:
+                            continue
                         if r.status_code == 409 and r.json().get("error") == "concurrent_modification":
                             conflicts["409"] += 1
                             continue

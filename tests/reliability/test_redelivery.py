@@ -94,7 +94,11 @@ def test_every_event_delivered_twice_across_a_rebalance_changes_nothing(tmp_path
                                      "--store-url", f"sqlite:///{tmp_path / (name + '.db')}",
                                      "--bootstrap-servers", broker.bootstrap_servers]) == 0
                 # ... the second instance takes its share of the partitions, then leaves (another rebalance)
-                taken = wait_for("the second instance consumed", lambda: duplicates_seen(second.url), 90)
+                # (every event seen again, across both members, and the second took a share)
+                wait_for("the redelivery consumed by both members",
+                         lambda: duplicates_seen(second.url) > 0
+                         and duplicates_seen(second.url) + duplicates_seen(main.url) >= events, 90)
+                taken = duplicates_seen(second.url)
             finally:
                 second.stop()
             after_status = stack.wait_quiescent(timeout=120)
