@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import field_validator
+from pydantic import BaseModel, field_validator
 
 from shared.commands import CommandTime
 from shared.contracts.base import Money, is_iso_currency
@@ -27,8 +27,11 @@ def _check_currency(code: str) -> None:
         raise ValueError(f"{code!r} is not an ISO 4217 currency")
 
 
-class AllocateBudget(AllocateBudgetFields, CommandTime):
-    """Add money to a cost centre's budget for a period (see ``AllocateBudgetFields``)."""
+class _PlausiblePeriodAndCurrency(BaseModel):
+    """A year between 1970 and 2199 and an ISO 4217 currency (mixed into the commands that have both)."""
+
+    period: str
+    amount: Money
 
     @field_validator("period")
     @classmethod
@@ -41,6 +44,10 @@ class AllocateBudget(AllocateBudgetFields, CommandTime):
     def _currency(cls, amount: Money) -> Money:
         _check_currency(amount.currency)
         return amount
+
+
+class AllocateBudget(AllocateBudgetFields, _PlausiblePeriodAndCurrency, CommandTime):
+    """Add money to a cost centre's budget for a period (see ``AllocateBudgetFields``)."""
 
 
 class SetPerLearnerRates(SetPerLearnerRatesFields, CommandTime):
@@ -54,17 +61,5 @@ class SetPerLearnerRates(SetPerLearnerRatesFields, CommandTime):
         return rates
 
 
-class RecordCost(RecordCostFields, CommandTime):
+class RecordCost(RecordCostFields, _PlausiblePeriodAndCurrency, CommandTime):
     """An invoice (actual cost). Negative amounts are credit notes and need ``credit_note: true``."""
-
-    @field_validator("period")
-    @classmethod
-    def _period(cls, period: str) -> str:
-        _check_period(period)
-        return period
-
-    @field_validator("amount")
-    @classmethod
-    def _currency(cls, amount: Money) -> Money:
-        _check_currency(amount.currency)
-        return amount
