@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
@@ -10,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from devstack.stack import Stack
 from shared.contracts.topics import ENROLLMENT_EVENTS, SCHEDULING_EVENTS
+from wire import poll, records_of
 
 pytestmark = pytest.mark.integration
 
@@ -45,37 +44,6 @@ def schedule(http: httpx.Client, stack: Stack, capacity: int, venue: str) -> str
     })
     assert response.status_code == 201, response.text
     return session_id
-
-
-def poll(fetch, until, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if until(value):
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not reached; last value: {value}")
-        time.sleep(0.05)
-
-
-def records_of(bootstrap: str, topic: str, key: str, count: int, timeout: float = 20.0) -> list[Any]:
-    """The records of one session (Kafka key) on a topic, from the beginning, once ``count`` are there."""
-
-    async def consume() -> list[Any]:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
-        found: list[Any] = []
-        try:
-            deadline = time.monotonic() + timeout
-            while len(found) < count and time.monotonic() < deadline:
-                batches = await consumer.getmany(timeout_ms=200)
-                found += [r for rs in batches.values() for r in rs if r.key == key.encode()]
-        finally:
-            await consumer.stop()
-        return sorted(found, key=lambda r: r.offset)  # one key -> one partition: offset order is event order
-
-    return asyncio.run(consume())
 
 
 def headers(record: Any) -> dict[str, str]:

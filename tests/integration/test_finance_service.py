@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from devstack.stack import Stack
 from shared.contracts.enrollment import LearnerEnrolled
 from shared.contracts.topics import FINANCE_EVENTS
 from shared.messaging.envelope import Envelope
 from shared.messaging.kafka import Producer
+from wire import poll, records_of
 
 pytestmark = pytest.mark.integration
 
@@ -42,37 +41,6 @@ def http(stack: Stack) -> Iterator[httpx.Client]:
 
 def money(amount: str) -> dict[str, str]:
     return {"amount": amount, "currency": "EUR"}
-
-
-def poll(fetch: Callable[[], Any], until: Callable[[Any], bool], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if until(value):
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not reached; last value: {value}")
-        time.sleep(0.05)
-
-
-def records_of(bootstrap: str, key: str, count: int, timeout: float = 20.0) -> list[Any]:
-    """The finance records of one session (Kafka key), from the beginning, once ``count`` are there."""
-
-    async def consume() -> list[Any]:
-        consumer = AIOKafkaConsumer(FINANCE_EVENTS, bootstrap_servers=bootstrap, group_id=None,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
-        found: list[Any] = []
-        try:
-            deadline = time.monotonic() + timeout
-            while len(found) < count and time.monotonic() < deadline:
-                batches = await consumer.getmany(timeout_ms=200)
-                found += [r for rs in batches.values() for r in rs if r.key == key.encode()]
-        finally:
-            await consumer.stop()
-        return sorted(found, key=lambda r: r.offset)
-
-    return asyncio.run(consume())
 
 
 def schedule(http: httpx.Client, stack: Stack, cost_centre: str, venue: str, session_id: str | None = None) -> str:
@@ -111,7 +79,7 @@ def test_scheduled_and_enrolled_costs_on_the_wire_and_reversed_by_cancellation(s
     row = poll(lambda: budget_row(http, stack, cc), lambda b: b["committed"] == "680.00")
     assert (row["allocated"], row["actual"], row["remaining"]) == ("10000.00", "0.00", "9320.00")
 
-    records = records_of(kafka.bootstrap_servers, session_id, count=5)
+    records = records_of(kafka.bootstrap_servers, FINANCE_EVENTS, session_id, count=5)
     assert [dict(r.headers)["ce_type"].decode() for r in records] == [COST_INCURRED] * 5
     values = [json.loads(r.value) for r in records]
     assert all(isinstance(v["amount"]["amount"], str) for v in values)  # money travels as strings
@@ -134,7 +102,7 @@ def test_scheduled_and_enrolled_costs_on_the_wire_and_reversed_by_cancellation(s
     assert (row["actual"], row["remaining"]) == ("450.00", "9550.00")
     # 5 commitments + the invoice + 5 reversals; enrollment's cascade of cancellations reverses nothing twice
     stack.wait_quiescent(timeout=20)
-    records = records_of(kafka.bootstrap_servers, session_id, count=11)
+    records = records_of(kafka.bootstrap_servers, FINANCE_EVENTS, session_id, count=11)
     values = [json.loads(r.value) for r in records]
     assert len(values) == 11
     committed = [v for v in values if v["kind"] == "committed"]
@@ -177,6 +145,6 @@ def test_an_enrollment_seen_before_its_session_is_parked_then_costed(stack, http
     assert costs["parked_enrollment_events"] == 0
     assert sorted((e["reason"], e["amount"]["amount"], e["enrollment_id"]) for e in costs["entries"]) == [
         ("per_learner", "20.00", f"e-{session_id}"), ("planned_cost", "500.00", None)]
-    records = records_of(kafka.bootstrap_servers, session_id, count=2)
+    records = records_of(kafka.bootstrap_servers, FINANCE_EVENTS, session_id, count=2)
     per_learner = next(r for r in records if json.loads(r.value)["reason"] == "per_learner")
     assert dict(per_learner.headers)["ce_causationid"].decode() == early.id
