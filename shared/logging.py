@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -31,6 +34,7 @@ def configure_logging(service: str, fmt: str = "json", level: str = "INFO") -> s
 
     shared_processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_event_fields,
         add_service,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -67,6 +71,29 @@ def event_fields(envelope: Envelope) -> dict[str, str]:
     fields = {"event_id": envelope.id, "event_type": envelope.type, "correlation_id": envelope.correlation_id,
               "causation_id": envelope.causation_id}
     return {k: v for k, v in fields.items() if v}
+
+
+_HANDLING: ContextVar[Envelope | None] = ContextVar("ilt_handling", default=None)
+
+
+@contextmanager
+def handling(envelope: Envelope) -> Iterator[None]:
+    """While an event is handled, every log line carries its ids (``event_fields``), added when a line is
+    written: one context-variable set per event instead of binding four variables for each."""
+    token = _HANDLING.set(envelope)
+    try:
+        yield
+    finally:
+        _HANDLING.reset(token)
+
+
+def add_event_fields(_: Any, __: str, event_dict: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    """structlog processor: the ids of the event being handled, unless the line names them itself."""
+    envelope = _HANDLING.get()
+    if envelope is not None:
+        for key, value in event_fields(envelope).items():
+            event_dict.setdefault(key, value)
+    return event_dict
 
 
 def header_fields(headers: Any) -> dict[str, str]:

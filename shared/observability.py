@@ -54,6 +54,19 @@ class _RecordingUnitOfWork(UnitOfWork):
     async def claim(self, *args: Any, **kwargs: Any) -> bool:
         return await self._inner.claim(*args, **kwargs)
 
+    async def claim_many(self, *args: Any, **kwargs: Any) -> list[bool]:
+        return await self._inner.claim_many(*args, **kwargs)
+
+    @property
+    def memo(self) -> dict[Any, Any]:  # the adapter's unit of work commits: memo and deferred writes live there
+        return self._inner.memo
+
+    def defer(self, *args: Any, **kwargs: Any) -> None:
+        self._inner.defer(*args, **kwargs)
+
+    async def run_deferred(self) -> None:
+        await self._inner.run_deferred()
+
     async def get(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         return await self._inner.get(*args, **kwargs)
 

@@ -129,33 +129,40 @@ def encode_headers(
 
 def header_map(headers: Any) -> dict[str, str]:
     """Kafka headers (a sequence of (name, bytes)) as a dict of str; undecodable values are replaced."""
-    out: dict[str, str] = {}
-    for name, raw in headers or ():
-        if type(raw) is bytes and raw.isascii():  # the usual case, fast
-            out[name] = raw.decode("ascii")
-        elif raw is None:
-            out[name] = ""
-        elif isinstance(raw, bytes | bytearray):
-            out[name] = bytes(raw).decode("utf-8", errors="replace")
-        else:
-            out[name] = str(raw)
-    return out
+    return {name: raw.decode("ascii") if type(raw) is bytes and raw.isascii() else _header_text(raw)
+            for name, raw in headers or ()}
 
 
 def decode(value: bytes | None, headers: Any, registry: EventCatalogue = catalogue) -> Envelope:
     """Turn a Kafka record (binary or structured mode) into an ``Envelope``, or raise ``UndecodableEvent``."""
     if value is not None and len(value) > MAX_EVENT_BYTES:
         raise UndecodableEvent("oversized", f"{len(value)} bytes, the limit is {MAX_EVENT_BYTES}")
-    attrs = header_map(headers)
-    content_type = attrs.get("content-type", "").split(";", 1)[0].strip().lower()
+    # one pass over the headers: the CloudEvents attributes (names without ``ce_``) and the content type
+    attributes: dict[str, str] = {}
+    content_type = ""
+    for name, raw in headers or ():
+        text = raw.decode("ascii") if type(raw) is bytes and raw.isascii() else _header_text(raw)
+        if name.startswith("ce_"):
+            attributes[name[3:]] = text
+        elif name == "content-type":
+            content_type = text
+    if content_type:
+        content_type = content_type.split(";", 1)[0].strip().lower()
     if content_type == STRUCTURED_CONTENT_TYPE:
         attributes, data = _structured(value)
     else:
-        attributes = {k[3:]: v for k, v in attrs.items() if k.startswith("ce_")}
         if content_type and content_type != CONTENT_TYPE and not content_type.endswith("+json"):
             raise UndecodableEvent("unsupported_content_type", content_type[:100])
         data = value
     return _envelope(attributes, data, registry)
+
+
+def _header_text(raw: Any) -> str:
+    if raw is None:
+        return ""
+    if isinstance(raw, bytes | bytearray):
+        return bytes(raw).decode("utf-8", errors="replace")
+    return str(raw)
 
 
 def _structured(value: bytes | None) -> tuple[dict[str, str], bytes | None]:

@@ -375,6 +375,7 @@ class MongoStore(Store):
                 uow = MongoUnitOfWork(db, session)
                 try:
                     yield uow
+                    await uow.run_deferred()
                 except BaseException:
                     if session.in_transaction:
                         await session.abort_transaction()  # errors are ignored by PyMongo (spec)

@@ -9,7 +9,7 @@ none of it.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -69,6 +69,11 @@ class UnitOfWork(abc.ABC):
     async def claim(self, consumer: str, event_id: str) -> bool:
         """Record that ``consumer`` processes ``event_id``; False if it already did (skip the event)."""
 
+    async def claim_many(self, consumer: str, event_ids: Sequence[str]) -> list[bool]:
+        """``claim`` for each id in order (an id twice in the list: only the first is fresh). Adapters answer it
+        with a few statements instead of one per event."""
+        return [await self.claim(consumer, event_id) for event_id in event_ids]
+
     # documents: a service's own state and read models ----------------------------------------------------------
     @abc.abstractmethod
     async def get(self, collection: str, key: str) -> dict[str, Any] | None: ...
@@ -82,6 +87,29 @@ class UnitOfWork(abc.ABC):
     # projection checkpoints ------------------------------------------------------------------------------------
     @abc.abstractmethod
     async def save_checkpoint(self, consumer: str, topic: str, partition: int, offset: int) -> None: ...
+
+    # per-transaction memo and deferred writes --------------------------------------------------------------------
+    # A projection that updates one document per event keeps the object it loaded in ``memo`` and registers its
+    # write with ``defer``: a batch of 500 events about one session loads it once and writes it once, at commit.
+    # Deferred writes run (in registration order, the last registration per key) inside the transaction, before
+    # it commits; if the transaction fails, memo and deferred writes go with it. An object taken from ``memo``
+    # and changed must be written (deferred) again: the memo is what later events of the transaction see.
+    @property
+    def memo(self) -> dict[Any, Any]:
+        memo: dict[Any, Any] = self.__dict__.setdefault("_memo", {})
+        return memo
+
+    def defer(self, key: Any, write: Callable[[], Awaitable[None]]) -> None:
+        deferred: dict[Any, Callable[[], Awaitable[None]]] = self.__dict__.setdefault("_deferred", {})
+        deferred.pop(key, None)
+        deferred[key] = write
+
+    async def run_deferred(self) -> None:
+        """Called by the adapter just before it commits (and by wrappers before they hand their writes on)."""
+        while deferred := self.__dict__.get("_deferred"):  # a deferred write may defer another one
+            self.__dict__["_deferred"] = {}
+            for write in deferred.values():
+                await write()
 
 
 class Store(abc.ABC):

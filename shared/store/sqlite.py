@@ -162,6 +162,29 @@ class SQLiteUnitOfWork(UnitOfWork):
         )
         return cur.rowcount == 1
 
+    async def claim_many(self, consumer: str, event_ids: Sequence[str]) -> list[bool]:
+        """One statement per 300 ids instead of one per id: a multi-row ``INSERT OR IGNORE ... RETURNING``
+        answers which ids were new. Inside ``BEGIN IMMEDIATE`` nobody else writes meanwhile."""
+        if len(event_ids) < 2:
+            return [await self.claim(consumer, i) for i in event_ids]
+        unique = list(dict.fromkeys(event_ids))
+        inserted: set[str] = set()
+        for start in range(0, len(unique), 300):  # 3 parameters per row: within SQLite's 999-parameter default
+            chunk = unique[start:start + 300]
+            params: list[str] = []
+            for event_id in chunk:
+                params += (consumer, event_id, self._started)
+            rows = ",".join(["(?, ?, ?)"] * len(chunk))
+            inserted.update(row[0] for row in self._conn.execute(
+                f"INSERT OR IGNORE INTO inbox (consumer, event_id, processed_at) VALUES {rows} RETURNING event_id",
+                params,
+            ).fetchall())
+        out = []
+        for event_id in event_ids:
+            out.append(event_id in inserted)
+            inserted.discard(event_id)  # the same id later in the list is a duplicate
+        return out
+
     async def get(self, collection: str, key: str) -> dict[str, Any] | None:
         try:
             body = self._documents[(collection, key)]
@@ -250,6 +273,7 @@ class SQLiteStore(Store):
             uow = SQLiteUnitOfWork(conn)
             try:
                 yield uow
+                await uow.run_deferred()
                 uow.flush()
             except BaseException:
                 conn.execute("ROLLBACK")

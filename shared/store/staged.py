@@ -67,8 +67,13 @@ class StagedUnitOfWork(UnitOfWork):
     async def save_checkpoint(self, consumer: str, topic: str, partition: int, offset: int) -> None:
         await self._inner.save_checkpoint(consumer, topic, partition, offset)
 
+    async def claim_many(self, consumer: str, event_ids: Sequence[str]) -> list[bool]:
+        return await self._inner.claim_many(consumer, event_ids)
+
     async def commit(self) -> None:
-        """Write what was staged, in order, to the underlying unit of work (each document in its last state)."""
+        """Write what was staged, in order, to the underlying unit of work (each document in its last state).
+        Deferred writes (``defer``) run first: they are staged writes too."""
+        await self.run_deferred()
         ops, self._ops = self._ops, []
         written: set[tuple[str, str]] = set()
         for op, args in ops:
@@ -85,6 +90,8 @@ class StagedUnitOfWork(UnitOfWork):
         self._appended.clear()
 
     def discard(self) -> None:
+        self.__dict__.pop("_deferred", None)
+        self.memo.clear()
         self._ops.clear()
         self._documents.clear()
         self._appended.clear()

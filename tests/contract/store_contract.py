@@ -86,6 +86,39 @@ class StoreContract:
             assert await uow.claim("reporting", "e-2") is True
         assert await store.processed_count("reporting") == 2
 
+    async def test_claim_many_answers_like_claim_one_by_one(self, store: Store) -> None:
+        async with store.transaction() as uow:
+            assert await uow.claim("reporting", "old-7") is True
+        ids = [f"e-{i}" for i in range(700)]  # more than one statement's worth in the SQLite adapter
+        ids[450] = "old-7"  # claimed by an earlier transaction
+        ids[650] = "e-3"  # twice in one batch: only the first is fresh
+        async with store.transaction() as uow:
+            fresh = await uow.claim_many("reporting", ids)
+            assert await uow.claim_many("finance", ["e-1", "e-1"]) == [True, False]  # inboxes are per consumer
+        assert fresh == [i not in (450, 650) for i in range(700)]
+        assert await store.processed_count("reporting") == 699
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as uow:
+                assert await uow.claim_many("reporting", ["x-1", "x-2", "e-1"]) == [True, True, False]
+                raise RuntimeError
+        async with store.transaction() as uow:  # rolled back with the transaction
+            assert await uow.claim_many("reporting", ["x-1", "x-2"]) == [True, True]
+
+    async def test_deferred_writes_run_at_commit_and_go_with_a_rollback(self, store: Store) -> None:
+        async with store.transaction() as uow:
+            uow.memo["s-1"] = {"n": 1}
+            uow.defer("s-1", lambda: uow.put("views", "s-1", {"n": 1}))
+            uow.defer("s-1", lambda: uow.put("views", "s-1", uow.memo["s-1"]))  # replaces the first one
+            uow.memo["s-1"] = {"n": 2}
+            assert await uow.get("views", "s-1") is None  # not written yet
+        assert await store.get("views", "s-1") == {"n": 2}
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as uow:
+                assert uow.memo == {}  # a memo lives for one transaction
+                uow.defer("s-2", lambda: uow.put("views", "s-2", {"n": 9}))
+                raise RuntimeError
+        assert await store.get("views", "s-2") is None
+
     async def test_documents_and_checkpoints(self, store: Store) -> None:
         async with store.transaction() as uow:
             await uow.put("sessions", "b", {"n": 2})
