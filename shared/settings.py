@@ -48,7 +48,7 @@ class ServiceSettings(BaseSettings):
                                       description="Tries of a failing event handler before the dead-letter topic.")
     handler_backoff_seconds: float = Field(0.2, ge=0, le=60, validation_alias=_env("HANDLER_BACKOFF_SECONDS"),
                                            description="First retry delay; doubles on each further try.")
-    outbox_batch_size: int = Field(500, ge=1, le=10000, validation_alias=_env("OUTBOX_BATCH_SIZE"),
+    outbox_batch_size: int = Field(2000, ge=1, le=10000, validation_alias=_env("OUTBOX_BATCH_SIZE"),
                                    description="Outbox entries the relay publishes per round trip.")
 
     api_tokens: SecretStr | None = Field(None, validation_alias=_env("ILT_API_TOKENS"),

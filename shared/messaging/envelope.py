@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import uuid
+import os
+import threading
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -40,8 +41,31 @@ class UndecodableEvent(Exception):
         self.detail = detail
 
 
+class _RandomIds(threading.local):
+    """Random (version 4) UUIDs as text from a pool of ``os.urandom`` bytes: the same randomness as
+    ``uuid.uuid4()`` at a quarter of its cost (one system call per 256 ids; a bulk import makes two ids per
+    learner). One pool per thread."""
+
+    def __init__(self) -> None:
+        self.pool = b""
+        self.at = 0
+
+    def next(self) -> str:
+        at = self.at
+        if at + 16 > len(self.pool):
+            self.pool, at = os.urandom(4096), 0
+        self.at = at + 16
+        h = self.pool[at:at + 16].hex()
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+_ids = _RandomIds()
+os.register_at_fork(after_in_child=_ids.__init__)  # a forked child must not repeat its parent's pool
+
+
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A new random UUID (version 4, RFC 4122 variant) as text."""
+    return _ids.next()
 
 
 @dataclass(frozen=True)

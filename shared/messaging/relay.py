@@ -12,6 +12,7 @@ outbox for the next start). Metrics: ``ilt_events_published_total`` per type, ``
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import structlog
 
@@ -29,7 +30,7 @@ class OutboxRelay:
         self,
         store: Store,
         producer: Producer,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         poll_seconds: float = 1.0,
         max_backoff_seconds: float = 5.0,
     ) -> None:
@@ -60,9 +61,14 @@ class OutboxRelay:
         await self.producer.send_many([(e.topic, e.key, e.value, e.headers) for e in entries])
         await self.store.mark_published([e.outbox_id for e in entries])
         self.published += len(entries)
+        per_type: dict[str, int] = {}
         for e in entries:
-            metrics.EVENTS_PUBLISHED.labels(e.event_type).inc()
-            log.debug("event published", topic=e.topic, **_fields(e))
+            per_type[e.event_type] = per_type.get(e.event_type, 0) + 1
+        for event_type, n in per_type.items():
+            metrics.EVENTS_PUBLISHED.labels(event_type).inc(n)
+        if log.is_enabled_for(logging.DEBUG):
+            for e in entries:
+                log.debug("event published", topic=e.topic, **_fields(e))
         return len(entries)
 
     async def _run(self) -> None:

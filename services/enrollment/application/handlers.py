@@ -3,7 +3,6 @@ transaction."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import structlog
@@ -11,7 +10,7 @@ import structlog
 from shared.commands import Trace, retry_on_concurrency
 from shared.contracts.enrollment import LearnerEnrolled, LearnerWaitlisted
 from shared.errors import NotFound
-from shared.messaging.envelope import Envelope
+from shared.messaging.envelope import Envelope, new_id
 from shared.store.port import Store, UnitOfWork
 
 from ..adapters.arrivals import SessionArrivals
@@ -32,7 +31,7 @@ RETRY_UNKNOWN_SESSION_AFTER = 2  # seconds, sent as Retry-After
 
 
 def new_enrollment_id() -> str:
-    return str(uuid.uuid4())
+    return new_id()
 
 
 async def save(uow: UnitOfWork, roster: Roster, expected_version: int, envelopes: list[Envelope]) -> None:

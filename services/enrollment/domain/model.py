@@ -108,6 +108,9 @@ class Roster:
     version: int = 0
     enrollments: dict[str, Enrollment] = field(default_factory=dict)  # in the order they were taken
     waitlist: list[str] = field(default_factory=list)  # enrollment ids, first = next to be promoted
+    # kept up to date by ``apply``, so a bulk import of n learners is not n^2: seats taken, live enrollment by learner
+    _enrolled: int = field(default=0, init=False, repr=False, compare=False)
+    _live: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_events(cls, session: SessionView, events: list[object]) -> Roster:
@@ -126,6 +129,8 @@ class Roster:
         if isinstance(event, LearnerEnrolled):
             existing = self.enrollments.get(event.enrollment_id)
             if existing is not None:  # promotion of a waiting learner
+                if existing.status != "enrolled":
+                    self._enrolled += 1
                 existing.status = "enrolled"
                 existing.promoted_from_waitlist = event.promoted_from_waitlist
                 self._leave_waitlist(event.enrollment_id)
@@ -134,11 +139,19 @@ class Roster:
                     event.enrollment_id, event.learner_id, "enrolled",
                     promoted_from_waitlist=event.promoted_from_waitlist,
                 )
+                self._enrolled += 1
+            self._live[event.learner_id] = event.enrollment_id
         elif isinstance(event, LearnerWaitlisted):
             self.enrollments[event.enrollment_id] = Enrollment(event.enrollment_id, event.learner_id, "waitlisted")
             self.waitlist.append(event.enrollment_id)
+            self._live[event.learner_id] = event.enrollment_id
         elif isinstance(event, EnrollmentCancelled):
-            self.enrollments[event.enrollment_id].status = "cancelled"
+            enrollment = self.enrollments[event.enrollment_id]
+            if enrollment.status == "enrolled":
+                self._enrolled -= 1
+            enrollment.status = "cancelled"
+            if self._live.get(enrollment.learner_id) == event.enrollment_id:
+                del self._live[enrollment.learner_id]
             self._leave_waitlist(event.enrollment_id)
         elif isinstance(event, AttendanceRecorded):
             self.enrollments[event.enrollment_id].attendance = event.status
@@ -153,7 +166,7 @@ class Roster:
 
     @property
     def enrolled_count(self) -> int:
-        return sum(1 for e in self.enrollments.values() if e.status == "enrolled")
+        return self._enrolled
 
     @property
     def free_seats(self) -> int:
@@ -170,10 +183,8 @@ class Roster:
             return None
 
     def live_enrollment_of(self, learner_id: str) -> Enrollment | None:
-        for e in self.enrollments.values():
-            if e.learner_id == learner_id and e.live:
-                return e
-        return None
+        enrollment_id = self._live.get(learner_id)
+        return self.enrollments[enrollment_id] if enrollment_id is not None else None
 
     def get(self, enrollment_id: str) -> Enrollment:
         found = self.enrollments.get(enrollment_id)

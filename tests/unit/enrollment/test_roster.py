@@ -180,3 +180,30 @@ def test_attendance_of_a_cancelled_enrollment_is_refused() -> None:
 def test_session_known_only_as_cancelled_has_no_times() -> None:
     view = replace(SessionView("s9", 0, None, ()), cancelled=True)
     assert view.starts_at is None and not view.finished_at(NOW) and view.status == "cancelled"
+
+
+def test_seat_count_and_live_enrollment_index_agree_with_the_enrollments_after_random_histories() -> None:
+    """The roster keeps the seats taken and each learner's live enrollment up to date as events apply (a bulk import
+    must not rescan the roster per learner); after any mix of enrollments, re-enrollments, cancellations and
+    promotions they equal what a scan of the enrollments gives, also for a roster rebuilt from its events."""
+    import random
+
+    rng = random.Random(20261203)
+    for _ in range(200):
+        roster = Roster(session(capacity=rng.randint(1, 5)))
+        history: list[object] = []
+        for step in range(40):
+            learner = f"l{rng.randint(1, 8)}"
+            if rng.random() < 0.6:
+                _, new = roster.enroll(learner, f"e-{step}", NOW)
+                history += new
+            elif live := [e for e in roster.enrollments.values() if e.live]:
+                cancelled, promoted = roster.cancel(rng.choice(live).enrollment_id, NOW)
+                history += [cancelled, *promoted]
+            for r in (roster, Roster.from_events(roster.session, history)):
+                scan = [e for e in r.enrollments.values() if e.status == "enrolled"]
+                assert r.enrolled_count == len(scan) <= r.session.capacity
+                for who in {e.learner_id for e in r.enrollments.values()}:
+                    live_scan = [e for e in r.enrollments.values() if e.learner_id == who and e.live]
+                    assert len(live_scan) <= 1
+                    assert r.live_enrollment_of(who) == (live_scan[0] if live_scan else None)
