@@ -73,23 +73,23 @@ def event_fields(envelope: Envelope) -> dict[str, str]:
     return {k: v for k, v in fields.items() if v}
 
 
-_HANDLING: ContextVar[Envelope | None] = ContextVar("ilt_handling", default=None)
+HANDLING: ContextVar[Envelope | None] = ContextVar("ilt_handling", default=None)  # the event being handled
 
 
 @contextmanager
 def handling(envelope: Envelope) -> Iterator[None]:
     """While an event is handled, every log line carries its ids (``event_fields``), added when a line is
     written: one context-variable set per event instead of binding four variables for each."""
-    token = _HANDLING.set(envelope)
+    token = HANDLING.set(envelope)
     try:
         yield
     finally:
-        _HANDLING.reset(token)
+        HANDLING.reset(token)
 
 
 def add_event_fields(_: Any, __: str, event_dict: structlog.typing.EventDict) -> structlog.typing.EventDict:
     """structlog processor: the ids of the event being handled, unless the line names them itself."""
-    envelope = _HANDLING.get()
+    envelope = HANDLING.get()
     if envelope is not None:
         for key, value in event_fields(envelope).items():
             event_dict.setdefault(key, value)

@@ -29,7 +29,7 @@ from faststream.kafka.annotations import KafkaMessage
 
 from shared import metrics
 from shared.contracts.base import IntegrationEvent
-from shared.logging import event_fields, handling, header_fields
+from shared.logging import HANDLING, event_fields, handling, header_fields
 from shared.store.port import ConcurrencyError, Store, UnitOfWork
 
 from .envelope import Envelope, UndecodableEvent, decode, header_map
@@ -225,8 +225,11 @@ class EventConsumer:
                         handler = self.handlers.get(type(envelope.data))
                         if handler is not None:
                             current = envelope
-                            with handling(envelope):
+                            token = HANDLING.set(envelope)  # = ``with handling(envelope)``, without its overhead
+                            try:
                                 await self._handle(handler, uow, envelope)
+                            finally:
+                                HANDLING.reset(token)
                 current = None
                 last: dict[tuple[str, int], int] = {}
                 for record, _ in run:

@@ -262,3 +262,37 @@ async def test_http_metrics_and_stored_events_of_a_command(tmp_path, bearer) -> 
     assert "ilt_outbox_backlog 2.0" in lines  # scheduled + cancelled, stored and not published
     assert 'ilt_service{service="scheduling"} 1.0' in lines
     await store.close()
+
+
+async def test_log_lines_written_while_an_event_is_handled_carry_its_ids(tmp_path, capsys) -> None:
+    """In a batch and one by one: a handler's log line names the event (id, type, correlation and causation ids)
+    without the handler binding anything; a line written after the handling does not."""
+    import json
+
+    import structlog
+
+    from shared.logging import configure_logging
+
+    configure_logging("reporting", fmt="json", level="INFO")
+    try:
+        store = await open_store(tmp_path / "logs.db")
+
+        async def on_enrolled(uow, envelope: Envelope) -> None:
+            structlog.get_logger().info("handler says hello")
+
+        consumer = EventConsumer("test-logs", store, {LearnerEnrolled: on_enrolled}, RecordingProducer(),
+                                 "ilt.test.dead-letter")
+        events = [enrolled(0), enrolled(1).caused(LearnerEnrolled(
+            occurred_at=NOW, enrollment_id="s1-e7", session_id="s1", learner_id="l7")), enrolled(2)]
+        await consumer.process_batch([record(e, n) for n, e in enumerate(events[:2])])  # a run of two
+        await consumer.process_batch([record(events[2], 2)])  # alone
+        structlog.get_logger().info("after the handling")
+        await store.close()
+    finally:
+        structlog.reset_defaults()
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    said = [line for line in lines if line["event"] == "handler says hello"]
+    assert [(line["event_id"], line["event_type"], line["correlation_id"], line.get("causation_id"))
+            for line in said] == [(e.id, ENROLLED, e.correlation_id, e.causation_id) for e in events]
+    after = next(line for line in lines if line["event"] == "after the handling")
+    assert "event_id" not in after and after["service"] == "reporting"
