@@ -146,6 +146,7 @@ def main(argv: list[str]) -> int:
                                              timeout=max(300, n / 1000))
             report["rebuild"] = result
             say("6/6 memory ...")
+            time.sleep(2)  # at rest after the rebuild (the consumer has seen that it caught up)
             report["memory_mb"]["reporting_after_rebuild"] = pipeline.rss_mb(stack)["reporting"]
         finally:
             if stack is not None:

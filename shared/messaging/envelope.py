@@ -125,24 +125,29 @@ class Envelope:
         )
 
 
+_SPEC_VERSION = SPEC_VERSION.encode()
+_CONTENT_TYPE = CONTENT_TYPE.encode()
+
+
 def encode_headers(
     *,
     id: str,
     source: str,
     type: str,
-    time: datetime,
+    time: datetime | str,
     subject: str,
     correlation_id: str | None,
     causation_id: str | None,
 ) -> list[tuple[str, bytes]]:
+    """The binary-mode headers. ``time`` may be given already in ISO 8601 text (as the store keeps it)."""
     headers = [
-        ("ce_specversion", SPEC_VERSION.encode()),
+        ("ce_specversion", _SPEC_VERSION),
         ("ce_id", id.encode()),
         ("ce_source", source.encode()),
         ("ce_type", type.encode()),
-        ("ce_time", time.isoformat().encode()),
+        ("ce_time", (time if isinstance(time, str) else time.isoformat()).encode()),
         ("ce_subject", subject.encode()),
-        ("content-type", CONTENT_TYPE.encode()),
+        ("content-type", _CONTENT_TYPE),
     ]
     if correlation_id:
         headers.append(("ce_correlationid", correlation_id.encode()))

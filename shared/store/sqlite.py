@@ -345,7 +345,7 @@ class SQLiteStore(Store):
                         id=event_id,
                         source=cls.source,
                         type=event_type,
-                        time=at,
+                        time=time,  # as stored: envelope.time.isoformat()
                         subject=event.aggregate_id(),
                         correlation_id=correlation_id,
                         causation_id=causation_id,
