@@ -128,6 +128,24 @@ class Oracle:
             raise Disagreement(f"{enrollment_id}: promotions {answer.get('promoted_enrollment_ids')}, "
                                f"rules say {promoted}")
 
+    def capacity_changed(self, session_id: str, capacity: int) -> list[str]:
+        """A reschedule with a new capacity: a larger one seats the first waiting learners (enrollment promotes
+        them when it applies the change), a smaller one bumps nobody. Returns the promoted enrollments."""
+        s = self.sessions[session_id]
+        self.commands += 1
+        s.capacity = capacity
+        promoted: list[str] = []
+        while not s.cancelled and s.waitlist and len(s.enrolled) < s.capacity:
+            first = s.waitlist.pop(0)
+            s.enrolled.append(first)
+            promoted.append(first)
+        s.promoted += promoted
+        return promoted
+
+    def rescheduled(self, session_id: str) -> None:
+        """A reschedule that changes the times only: no seat changes."""
+        self.commands += 1
+
     def session_cancelled(self, session_id: str) -> None:
         s = self.sessions[session_id]
         self.commands += 1
