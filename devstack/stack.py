@@ -165,6 +165,9 @@ class Stack:
             env = {
                 **os.environ,
                 "KAFKA_BOOTSTRAP_SERVERS": servers,
+                # the embedded broker answers a fetch only after fetch.max.wait, even when records arrived (measured:
+                # command -> visible p50 330 ms with Kafka's 500 ms default, 50 ms with 20 ms)
+                "KAFKA_FETCH_MAX_WAIT_MS": os.environ.get("KAFKA_FETCH_MAX_WAIT_MS", "20"),
                 f"{prefix}_HTTP_PORT": str(port),
                 f"{prefix}_STORE_URL": f"sqlite:///{self.workdir / (name + '.db')}",
                 "LOG_FORMAT": os.environ.get("LOG_FORMAT", "json"),

@@ -78,7 +78,8 @@ class ServiceRuntime:
                 backoff_seconds=settings.handler_backoff_seconds,
                 on_applied=self._applied,
             )
-            self.consumer.subscribe(self.broker, *subscribes_to)
+            self.consumer.subscribe(self.broker, *subscribes_to,
+                                    fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
 
     def _applied(self, envelope: Any) -> None:
         for callback in self.on_applied:

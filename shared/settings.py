@@ -40,6 +40,11 @@ class ServiceSettings(BaseSettings):
     kafka_ssl_keyfile: str | None = Field(None, validation_alias=_env("KAFKA_SSL_KEYFILE"),
                                           description="Client key for mutual TLS.")
 
+    kafka_fetch_max_wait_ms: int = Field(
+        500, ge=1, le=30_000, validation_alias=_env("KAFKA_FETCH_MAX_WAIT_MS"),
+        description="Longest a consumer's fetch waits for records (Kafka's `fetch.max.wait.ms`; Apache Kafka answers "
+        "as soon as records arrive). The embedded broker answers only after this wait, so the dev stack sets 20.")
+
     log_format: Literal["json", "console"] = Field("json", validation_alias=_env("LOG_FORMAT"),
                                                    description="json (production) or console (terminal).")
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"), description="DEBUG, INFO, WARNING, ERROR.")

@@ -74,6 +74,9 @@ class OutboxRelay:
     async def _run(self) -> None:
         backoff = 0.1
         while not self._stopping:
+            # cleared before the round, not after it: a commit during the round wakes the next wait at once
+            # (cleared after it, that wake-up was lost and its events waited for the poll, up to a second)
+            self._wake.clear()
             try:
                 sent = await self.publish_pending()
                 self.connected = True
@@ -93,7 +96,6 @@ class OutboxRelay:
                     pass
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
             except TimeoutError:
