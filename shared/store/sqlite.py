@@ -8,6 +8,7 @@ connection for reads, which in WAL mode sees only committed data.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -162,22 +163,22 @@ class SQLiteUnitOfWork(UnitOfWork):
         return cur.rowcount == 1
 
     async def claim_many(self, consumer: str, event_ids: Sequence[str]) -> list[bool]:
-        """One statement per 300 ids instead of one per id: a multi-row ``INSERT OR IGNORE ... RETURNING``
-        answers which ids were new. Inside ``BEGIN IMMEDIATE`` nobody else writes meanwhile."""
+        """A few statements instead of one per id: multi-row ``INSERT OR IGNORE ... RETURNING`` answers which ids
+        were new. Inside ``BEGIN IMMEDIATE`` nobody else writes meanwhile. The rows go in pieces of 300, 100, 30,
+        10, 3 and 1, so there are six statement texts in all (each is prepared once and cached by the driver;
+        one text per batch size would fill its cache with up to 128 large prepared statements)."""
         if len(event_ids) < 2:
             return [await self.claim(consumer, i) for i in event_ids]
         unique = list(dict.fromkeys(event_ids))
         inserted: set[str] = set()
-        for start in range(0, len(unique), 300):  # 3 parameters per row: within SQLite's 999-parameter default
-            chunk = unique[start:start + 300]
+        start = 0
+        while start < len(unique):
+            size = next(n for n in _CLAIM_PIECES if n <= len(unique) - start)
             params: list[str] = []
-            for event_id in chunk:
+            for event_id in unique[start:start + size]:
                 params += (consumer, event_id, self._started)
-            rows = ",".join(["(?, ?, ?)"] * len(chunk))
-            inserted.update(row[0] for row in self._conn.execute(
-                f"INSERT OR IGNORE INTO inbox (consumer, event_id, processed_at) VALUES {rows} RETURNING event_id",
-                params,
-            ).fetchall())
+            inserted.update(row[0] for row in self._conn.execute(_claim_statement(size), params).fetchall())
+            start += size
         out = []
         for event_id in event_ids:
             out.append(event_id in inserted)
@@ -204,6 +205,15 @@ class SQLiteUnitOfWork(UnitOfWork):
             " updated_at = excluded.updated_at",
             (consumer, topic, partition, offset, _now()),
         )
+
+
+_CLAIM_PIECES = (300, 100, 30, 10, 3, 1)  # 3 parameters per row: within SQLite's 999-parameter default
+
+
+@functools.cache
+def _claim_statement(rows: int) -> str:
+    values = ",".join(["(?, ?, ?)"] * rows)
+    return f"INSERT OR IGNORE INTO inbox (consumer, event_id, processed_at) VALUES {values} RETURNING event_id"
 
 
 def _get(conn: sqlite3.Connection, collection: str, key: str) -> dict[str, Any] | None:
