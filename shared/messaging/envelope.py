@@ -16,7 +16,7 @@ import base64
 import binascii
 import os
 import threading
-from dataclasses import dataclass, field, replace
+from time import time_ns
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,47 +41,91 @@ class UndecodableEvent(Exception):
         self.detail = detail
 
 
-class _RandomIds(threading.local):
-    """Random (version 4) UUIDs as text from a pool of ``os.urandom`` bytes: the same randomness as
-    ``uuid.uuid4()`` at a quarter of its cost (one system call per 256 ids; a bulk import makes two ids per
-    learner). One pool per thread."""
+class _TimeOrderedIds(threading.local):
+    """Time-ordered UUIDs (RFC 9562 version 7) as text: 48 bits of Unix milliseconds, a 12-bit sequence within the
+    millisecond (method 1 of the RFC: ids made by one thread are strictly increasing, also when the clock does not
+    move or steps back), 62 random bits from a pool of ``os.urandom`` bytes (one system call per 512 ids).
+
+    Why not random (version 4) ids: every id made here is a key in a B-tree of the store (event ids, enrollment
+    ids, inbox entries of the consumers that receive them). Random keys land on random pages, so a transaction of
+    500 events dirtied hundreds of pages; ordered keys go to the right edge of the tree. Measured on SQLite
+    (500-event transactions with their outbox entries and index documents): 59 -> 17 us per event, the commit
+    alone 31 -> 3 us. The creation time the id reveals is already public as the event's ``time``."""
 
     def __init__(self) -> None:
         self.pool = b""
         self.at = 0
+        self.ms = 0
+        self.seq = 0
 
     def next(self) -> str:
+        ms = time_ns() // 1_000_000
+        if ms > self.ms:
+            self.ms, self.seq = ms, 0
+        else:  # same millisecond (or the clock went back): count on; past 4095 borrow the next millisecond
+            self.seq += 1
+            if self.seq > 0xFFF:
+                self.ms, self.seq = self.ms + 1, 0
+            ms = self.ms
         at = self.at
-        if at + 16 > len(self.pool):
+        if at + 8 > len(self.pool):
             self.pool, at = os.urandom(4096), 0
-        self.at = at + 16
-        h = self.pool[at:at + 16].hex()
-        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+        self.at = at + 8
+        t = f"{ms:012x}"
+        r = self.pool[at:at + 8].hex()
+        return f"{t[:8]}-{t[8:]}-7{self.seq:03x}-{'89ab'[int(r[0], 16) & 3]}{r[1:4]}-{r[4:]}"
 
 
-_ids = _RandomIds()
+_ids = _TimeOrderedIds()
 os.register_at_fork(after_in_child=_ids.__init__)  # a forked child must not repeat its parent's pool
 
 
 def new_id() -> str:
-    """A new random UUID (version 4, RFC 4122 variant) as text."""
+    """A new time-ordered UUID (version 7, RFC 9562 variant) as text."""
     return _ids.next()
 
 
-@dataclass(frozen=True)
 class Envelope:
-    """One event with its CloudEvents attributes."""
+    """One event with its CloudEvents attributes. Immutable by convention (``with_time`` makes a changed copy).
 
-    data: IntegrationEvent
-    id: str = field(default_factory=new_id)
-    time: datetime = field(default_factory=lambda: datetime.now(UTC))
-    correlation_id: str | None = None
-    causation_id: str | None = None
-    received_source: str | None = field(default=None, compare=False)  # ce_source as received (requests)
+    A plain slotted class rather than a frozen dataclass: one is made per event consumed and per event produced,
+    and the frozen dataclass's constructor (``object.__setattr__`` per field, default factories, ``__post_init__``)
+    cost 2.6 us against 1.0 us for this one. Equality compares every attribute but ``received_source``."""
 
-    def __post_init__(self) -> None:
-        if self.correlation_id is None:
-            object.__setattr__(self, "correlation_id", self.id)
+    __slots__ = ("data", "id", "time", "correlation_id", "causation_id", "received_source")
+
+    def __init__(
+        self,
+        data: IntegrationEvent,
+        id: str | None = None,
+        time: datetime | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        received_source: str | None = None,  # ce_source as received (requests)
+    ) -> None:
+        if id is None:
+            id = new_id()
+        self.data = data
+        self.id = id
+        self.time = time if time is not None else datetime.now(UTC)
+        self.correlation_id = correlation_id if correlation_id is not None else id
+        self.causation_id = causation_id
+        self.received_source = received_source
+
+    def _compared(self) -> tuple[Any, ...]:
+        return self.data, self.id, self.time, self.correlation_id, self.causation_id
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._compared() == other._compared()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return (f"Envelope(data={self.data!r}, id={self.id!r}, time={self.time!r}, "
+                f"correlation_id={self.correlation_id!r}, causation_id={self.causation_id!r})")
 
     @property
     def type(self) -> str:
@@ -108,7 +152,7 @@ class Envelope:
         return Envelope(data=data, correlation_id=self.correlation_id, causation_id=self.id)
 
     def with_time(self, time: datetime) -> Envelope:
-        return replace(self, time=time)
+        return Envelope(self.data, self.id, time, self.correlation_id, self.causation_id, self.received_source)
 
     def value(self) -> bytes:
         return self.data.model_dump_json().encode()
@@ -163,27 +207,42 @@ def header_map(headers: Any) -> dict[str, str]:
 
 
 def decode(value: bytes | None, headers: Any, registry: EventCatalogue = catalogue) -> Envelope:
-    """Turn a Kafka record (binary or structured mode) into an ``Envelope``, or raise ``UndecodableEvent``."""
+    """Turn a Kafka record (binary or structured mode) into an ``Envelope``, or raise ``UndecodableEvent``.
+
+    Binary mode reads the seven headers it needs from a dict of the record's headers (built in C; a header given
+    twice counts with its last value) and decodes only those: a loop decoding every header was 15% of the CPU time
+    of a projection."""
     if value is not None and len(value) > MAX_EVENT_BYTES:
         raise UndecodableEvent("oversized", f"{len(value)} bytes, the limit is {MAX_EVENT_BYTES}")
-    # one pass over the headers: the CloudEvents attributes (names without ``ce_``) and the content type
-    attributes: dict[str, str] = {}
-    content_type = ""
-    for name, raw in headers or ():
-        text = raw.decode("ascii") if type(raw) is bytes and raw.isascii() else _header_text(raw)
-        if name.startswith("ce_"):
-            attributes[name[3:]] = text
-        elif name == "content-type":
-            content_type = text
-    if content_type:
-        content_type = content_type.split(";", 1)[0].strip().lower()
-    if content_type == STRUCTURED_CONTENT_TYPE:
-        attributes, data = _structured(value)
-    else:
+    h = dict(headers) if headers else {}
+    content_type = h.get("content-type")
+    if content_type is not None:
+        content_type = _text(content_type).split(";", 1)[0].strip().lower()
+        if content_type == STRUCTURED_CONTENT_TYPE:
+            attributes, data = _structured(value)
+            get = attributes.get
+            return _envelope(get("specversion"), get("type"), get("id"), get("source"), get("time"),
+                             get("correlationid"), get("causationid"), data, registry)
         if content_type and content_type != CONTENT_TYPE and not content_type.endswith("+json"):
             raise UndecodableEvent("unsupported_content_type", content_type[:100])
-        data = value
-    return _envelope(attributes, data, registry)
+    get = h.get
+    return _envelope(_attr(get("ce_specversion", _ABSENT)), _attr(get("ce_type", _ABSENT)),
+                     _attr(get("ce_id", _ABSENT)), _attr(get("ce_source", _ABSENT)), _attr(get("ce_time", _ABSENT)),
+                     _attr(get("ce_correlationid", _ABSENT)), _attr(get("ce_causationid", _ABSENT)), value, registry)
+
+
+_ABSENT: Any = object()
+
+
+def _attr(raw: Any) -> str | None:
+    """A header's value as text (None: no such header; a header without a value reads as "")."""
+    if raw.__class__ is bytes:
+        return raw.decode("utf-8", "replace")
+    return None if raw is _ABSENT else _header_text(raw)
+
+
+def _text(raw: Any) -> str:
+    return raw.decode("utf-8", "replace") if raw.__class__ is bytes else _header_text(raw)
 
 
 def _header_text(raw: Any) -> str:
@@ -222,17 +281,17 @@ def _structured(value: bytes | None) -> tuple[dict[str, str], bytes | None]:
     return attributes, None
 
 
-def _envelope(attrs: dict[str, str], value: bytes | None, registry: EventCatalogue) -> Envelope:
-    """The envelope from CloudEvents attributes (names without ``ce_``) and the JSON data."""
-    if attrs.get("specversion") != SPEC_VERSION:
-        raise UndecodableEvent("unsupported_specversion", repr(attrs.get("specversion"))[:100])
-    event_type = attrs.get("type")
+def _envelope(specversion: str | None, event_type: str | None, event_id: str | None, source: str | None,
+              time: str | None, correlation_id: str | None, causation_id: str | None, value: bytes | None,
+              registry: EventCatalogue) -> Envelope:
+    """The envelope from the CloudEvents attributes (as text, None where absent) and the JSON data."""
+    if specversion != SPEC_VERSION:
+        raise UndecodableEvent("unsupported_specversion", repr(specversion)[:100])
     if not event_type:
         raise UndecodableEvent("missing_type")
-    event_id = attrs.get("id")
     if not event_id:
         raise UndecodableEvent("missing_id")
-    if not attrs.get("source"):
+    if not source:
         raise UndecodableEvent("missing_source")
     if registry.current_type(event_type) is None:
         raise UndecodableEvent("unknown_type", event_type[:200])
@@ -245,19 +304,12 @@ def _envelope(attrs: dict[str, str], value: bytes | None, registry: EventCatalog
     except ValueError as exc:  # not JSON, or not an object, before an upcast
         raise UndecodableEvent("invalid_payload", str(exc)[:200]) from exc
     try:
-        time = datetime.fromisoformat(attrs["time"]) if attrs.get("time") else datetime.now(UTC)
+        at = datetime.fromisoformat(time) if time else datetime.now(UTC)
     except ValueError as exc:
-        raise UndecodableEvent("invalid_time", attrs["time"][:100]) from exc
-    if time.tzinfo is None:
+        raise UndecodableEvent("invalid_time", time[:100]) from exc  # type: ignore[index]
+    if at.tzinfo is None:
         raise UndecodableEvent("invalid_time", "time without offset")
-    return Envelope(
-        data=data,
-        id=event_id,
-        time=time,
-        correlation_id=attrs.get("correlationid") or event_id,
-        causation_id=attrs.get("causationid") or None,
-        received_source=attrs["source"],
-    )
+    return Envelope(data, event_id, at, correlation_id or event_id, causation_id or None, source)
 
 
 def summarize_validation(exc: ValidationError) -> str:
