@@ -190,7 +190,6 @@ def _outbox_entry(doc: dict[str, Any]) -> OutboxEntry:
             correlation_id=doc.get("correlation_id"),
             causation_id=doc.get("causation_id"),
         ),
-        time=at,
     )
 
 

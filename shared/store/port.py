@@ -12,7 +12,6 @@ import abc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from shared.messaging.envelope import Envelope
@@ -35,9 +34,10 @@ class RecordedEvent:
     envelope: Envelope
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OutboxEntry:
-    """A stored event waiting to be published, already encoded for Kafka."""
+    """A stored event waiting to be published, already encoded for Kafka (made per event by the relay: a plain
+    slotted class, not a frozen one, whose constructor costs a third)."""
 
     outbox_id: int
     event_id: str
@@ -46,7 +46,6 @@ class OutboxEntry:
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
-    time: datetime
 
 
 class UnitOfWork(abc.ABC):
@@ -150,10 +149,13 @@ class Store(abc.ABC):
 
     # outbox ----------------------------------------------------------------------------------------------------
     @abc.abstractmethod
-    async def pending_outbox(self, limit: int) -> list[OutboxEntry]: ...
+    async def pending_outbox(self, limit: int) -> list[OutboxEntry]:
+        """The first ``limit`` events not published yet, in the order they were stored."""
 
     @abc.abstractmethod
-    async def mark_published(self, outbox_ids: Sequence[int]) -> None: ...
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
+        """Record that these entries are published. They are what ``pending_outbox`` gave, from its start, in order
+        (the relay publishes in order): an adapter may keep one high-water mark instead of a mark per entry."""
 
     @abc.abstractmethod
     async def outbox_backlog(self) -> int: ...
