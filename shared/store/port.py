@@ -137,6 +137,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def scan(self, collection: str) -> list[tuple[str, dict[str, Any]]]: ...
 
+    async def data_version(self) -> int | None:
+        """A number that changes whenever anyone (this process or another) has committed a change to the store
+        since the last call saw it; ``None`` when the adapter cannot tell. Lets a reader keep what it computed
+        from the store until the store changes: with ``None`` it must not."""
+        return None
+
     @abc.abstractmethod
     async def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]: ...
 

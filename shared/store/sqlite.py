@@ -337,6 +337,11 @@ class SQLiteStore(Store):
         ).fetchall()
         return [(k, orjson.loads(b)) for k, b in rows]
 
+    async def data_version(self) -> int | None:
+        # SQLite's counter of commits by other connections than this one, the reader: every write of this
+        # process goes through the writer connection, so commits of this and of other processes all count
+        return int(self._r.execute("PRAGMA data_version").fetchone()[0])
+
     async def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         return _read_stream(self._r, stream_id, after_version)
 

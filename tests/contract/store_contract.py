@@ -134,6 +134,20 @@ class StoreContract:
         assert await store.scan("sessions") == [("a", {"n": 3})]
         assert await store.checkpoints("reporting") == {("ilt.scheduling.events", 0): 42}
 
+    async def test_data_version_changes_with_every_commit_and_only_then(self, store: Store) -> None:
+        first = await store.data_version()
+        if first is None:
+            pytest.skip("this adapter cannot tell when the store changed (readers then never keep results)")
+        assert await store.data_version() == first  # nothing committed in between
+        async with store.transaction() as uow:
+            await uow.put("views", "a", {"n": 1})
+        second = await store.data_version()
+        assert second != first
+        assert await store.data_version() == second
+        async with store.transaction() as uow:
+            await uow.append("session-9", 0, [event("s-9")])
+        assert await store.data_version() != second
+
     async def test_read_all_in_storage_order(self, store: Store) -> None:
         for n in range(5):
             async with store.transaction() as uow:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from shared.errors import NotFound
@@ -21,8 +21,42 @@ class SessionFilter:
         self.course_code = course_code
         self.venue = venue
 
+    def key(self) -> tuple[int | None, str | None, str | None]:
+        return (self.year, self.course_code, self.venue)
+
     async def sessions(self, store: Store) -> list[SessionOccupancy]:
         return await occupancy.sessions(store, self.year, self.course_code, self.venue)
+
+
+class Answers:
+    """The read API's answers, kept until the store changes (``Store.data_version``: any commit, by the consumer
+    of this process or by anyone else writing the same store). A dashboard polling ``/occupancy/sessions`` costs a
+    counter read instead of reading and computing every session again; each change (a consumed batch) empties
+    the lot. With a store that cannot tell when it changed (``None``) nothing is kept.
+
+    An answer computed while a commit lands is kept under the older number, so the next call, which sees the new
+    number, computes it again: an answer is never older than the number it is kept under."""
+
+    def __init__(self, store: Store, kept: int = 256) -> None:
+        self.store = store
+        self.kept = kept  # answers per store state (one per endpoint and filter asked for)
+        self._version: int | None = None
+        self._answers: dict[Hashable, dict[str, Any]] = {}
+
+    async def get(self, key: Hashable, compute: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        version = await self.store.data_version()
+        if version is None:
+            return await compute()
+        if version != self._version:
+            self._answers.clear()
+            self._version = version
+        found = self._answers.get(key)
+        if found is None:
+            found = await compute()
+            if len(self._answers) >= self.kept:
+                self._answers.pop(next(iter(self._answers)))
+            self._answers[key] = found
+        return found
 
 
 async def list_sessions(store: Store, where: SessionFilter) -> dict[str, Any]:

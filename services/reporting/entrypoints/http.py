@@ -35,16 +35,17 @@ Filter = Annotated[SessionFilter, Depends(session_filter)]
 
 def router(store: Store) -> APIRouter:
     api = APIRouter(dependencies=[Depends(require(READER))], responses=AUTH_RESPONSES)  # any valid token
+    answers = queries.Answers(store)  # kept until the projections change
 
     @api.get("/occupancy/totals", tags=["occupancy"])
     async def totals(where: Filter) -> dict[str, Any]:
         """Occupancy over all (filtered) sessions."""
-        return await queries.totals(store, where)
+        return await answers.get(("totals", where.key()), lambda: queries.totals(store, where))
 
     @api.get("/occupancy/sessions", tags=["occupancy"])
     async def sessions(where: Filter) -> dict[str, Any]:
         """Occupancy per session."""
-        return await queries.list_sessions(store, where)
+        return await answers.get(("sessions", where.key()), lambda: queries.list_sessions(store, where))
 
     @api.get("/occupancy/sessions/{session_id:path}", tags=["occupancy"],
              responses={404: {"description": "no event of this session seen"}})
@@ -55,26 +56,26 @@ def router(store: Store) -> APIRouter:
     @api.get("/occupancy/by-venue", tags=["occupancy"])
     async def by_venue(where: Filter) -> dict[str, Any]:
         """Occupancy rolled up per venue or virtual room."""
-        return await queries.rollup(store, "by_venue", where)
+        return await answers.get(("by_venue", where.key()), lambda: queries.rollup(store, "by_venue", where))
 
     @api.get("/occupancy/by-course", tags=["occupancy"])
     async def by_course(where: Filter) -> dict[str, Any]:
         """Occupancy rolled up per course."""
-        return await queries.rollup(store, "by_course", where)
+        return await answers.get(("by_course", where.key()), lambda: queries.rollup(store, "by_course", where))
 
     @api.get("/occupancy/by-month", tags=["occupancy"])
     async def by_month(where: Filter) -> dict[str, Any]:
         """Occupancy rolled up per month of the local session start."""
-        return await queries.rollup(store, "by_month", where)
+        return await answers.get(("by_month", where.key()), lambda: queries.rollup(store, "by_month", where))
 
     @api.get("/occupancy/by-year", tags=["occupancy"])
     async def by_year(where: Filter) -> dict[str, Any]:
         """Occupancy rolled up per year of the local session start."""
-        return await queries.rollup(store, "by_year", where)
+        return await answers.get(("by_year", where.key()), lambda: queries.rollup(store, "by_year", where))
 
     @api.get("/budgets", tags=["budgets"], description=BUDGET_FIGURES)
     async def budgets(period: str | None = PERIOD) -> dict[str, Any]:
-        return await queries.list_budgets(store, period)
+        return await answers.get(("budgets", period), lambda: queries.list_budgets(store, period))
 
     @api.get("/budgets/{cost_centre:path}", tags=["budgets"], description=BUDGET_FIGURES,
              responses={404: {"description": "no budget or cost of this cost centre seen"}})

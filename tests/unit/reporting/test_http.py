@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from services.reporting.application.policies import HANDLERS
+from services.reporting.application.queries import Answers
 from services.reporting.bootstrap import build
 from services.reporting.settings import ReportingSettings
 from shared.contracts.base import Money
@@ -16,6 +17,7 @@ from shared.contracts.enrollment import LearnerEnrolled
 from shared.contracts.finance import BudgetAllocated
 from shared.contracts.scheduling import SessionCancelled, SessionScheduled
 from shared.messaging.envelope import Envelope
+from shared.store.sqlite import SQLiteStore
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -110,3 +112,43 @@ async def test_bad_filters_are_422_naming_the_field(client, path, params, field)
     response = await client.get(path, params=params)
     assert response.status_code == 422
     assert response.json()["error"] == "invalid" and response.json()["detail"][0]["field"] == field
+
+
+async def test_answers_are_kept_until_the_projections_change_also_by_another_writer(client, tmp_path) -> None:
+    before = (await client.get("/occupancy/sessions", params={"course_code": "SWC"})).json()
+    assert [s["enrolled"] for s in before["sessions"]] == [3, 0]
+    assert (await client.get("/occupancy/totals")).json()["enrolled"] == 5
+    # a second writer on the same file (another process, an operator tool): the answers follow at once
+    other = SQLiteStore(str(tmp_path / "reporting.db"))
+    await other.open()
+    try:
+        async with other.transaction() as uow:
+            await HANDLERS[LearnerEnrolled](uow, Envelope(data=enrolled("2030/a", 9)))
+    finally:
+        await other.close()
+    after = (await client.get("/occupancy/sessions", params={"course_code": "SWC"})).json()
+    assert [s["enrolled"] for s in after["sessions"]] == [4, 0]
+    assert (await client.get("/occupancy/totals")).json()["enrolled"] == 6
+    assert (await client.get("/occupancy/by-course")).json()["by_course"][-1]["enrolled"] == 4
+
+
+async def test_an_unchanged_store_answers_from_what_was_computed(tmp_path) -> None:
+    store = SQLiteStore(str(tmp_path / "r.db"))
+    await store.open()
+    computed = []
+
+    async def compute() -> dict:
+        computed.append(1)
+        return {"n": len(computed)}
+
+    answers = Answers(store, kept=2)
+    try:
+        assert [await answers.get("a", compute) for _ in range(3)] == [{"n": 1}] * 3
+        async with store.transaction() as uow:
+            await uow.put("occupancy-sessions", "x", {"session_id": "x"})
+        assert await answers.get("a", compute) == {"n": 2}  # the store changed: computed again
+        await answers.get("b", compute)
+        await answers.get("c", compute)  # beyond ``kept``: the oldest answer goes
+        assert await answers.get("a", compute) == {"n": 5}
+    finally:
+        await store.close()
