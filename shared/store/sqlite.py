@@ -54,8 +54,8 @@ CREATE TABLE IF NOT EXISTS documents (
     collection TEXT NOT NULL,
     key        TEXT NOT NULL,
     body       BLOB NOT NULL,
-    PRIMARY KEY (collection, key)
-) WITHOUT ROWID;
+    UNIQUE (collection, key)
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     consumer   TEXT    NOT NULL,
     topic      TEXT    NOT NULL,
@@ -222,26 +222,45 @@ def _claim_statement(rows: int) -> str:
     return f"INSERT OR IGNORE INTO inbox (consumer, event_id, processed_at) VALUES {values} RETURNING event_id"
 
 
+# documents: a table with rowids, not ``WITHOUT ROWID`` (where the whole row is the key of the B-tree and large
+# bodies, such as a roster of 500 learners, slow down every write near them: measured 8.1 -> 3.2 us per small
+# document written next to 66 KB rosters)
+DOCUMENTS_WITH_ROWID = """
+CREATE TABLE documents_rowid (
+    collection TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    body       BLOB NOT NULL,
+    UNIQUE (collection, key)
+)
+"""
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring a file written by an earlier version up to this schema (idempotent; nothing to do on a new file)."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
-    if "subject" not in columns:
-        conn.execute("ALTER TABLE events ADD COLUMN subject TEXT")
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if "published" in tables:
-        return
+    """Bring a file written by an earlier version up to this schema: idempotent, in one write transaction (two
+    processes opening the same file at once: the second finds it done), nothing to do on a new file."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute(PUBLISHED)
-        if "outbox" in tables:  # published up to the event before the first pending entry (or everything)
-            position = conn.execute(
-                "SELECT COALESCE((SELECT MIN(event_position) - 1 FROM outbox WHERE published_at IS NULL),"
-                " (SELECT COALESCE(MAX(position), 0) FROM events))"
-            ).fetchone()[0]
-            conn.execute("DROP TABLE outbox")
-        else:
-            position = 0
-        conn.execute("INSERT INTO published (id, position, updated_at) VALUES (1, ?, ?)", (position, _now()))
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        if "subject" not in columns:  # older events are published with their key read from the data
+            conn.execute("ALTER TABLE events ADD COLUMN subject TEXT")
+        tables = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+        if "WITHOUT ROWID" in tables["documents"].upper():
+            conn.execute(DOCUMENTS_WITH_ROWID)
+            conn.execute("INSERT INTO documents_rowid (collection, key, body)"
+                         " SELECT collection, key, body FROM documents ORDER BY collection, key")
+            conn.execute("DROP TABLE documents")
+            conn.execute("ALTER TABLE documents_rowid RENAME TO documents")
+        if "published" not in tables:
+            conn.execute(PUBLISHED)
+            if "outbox" in tables:  # published up to the event before the first pending entry (or everything)
+                position = conn.execute(
+                    "SELECT COALESCE((SELECT MIN(event_position) - 1 FROM outbox WHERE published_at IS NULL),"
+                    " (SELECT COALESCE(MAX(position), 0) FROM events))"
+                ).fetchone()[0]
+                conn.execute("DROP TABLE outbox")
+            else:
+                position = 0
+            conn.execute("INSERT INTO published (id, position, updated_at) VALUES (1, ?, ?)", (position, _now()))
     except BaseException:
         conn.execute("ROLLBACK")
         raise
