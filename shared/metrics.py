@@ -11,6 +11,9 @@ Label values are bounded: event types come from the event catalogue (or ``unknow
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -20,9 +23,11 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.utils import floatToGoString
 
 disable_created_metrics()  # no *_created series: they double the output and say nothing a restart does not
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -41,12 +46,56 @@ EVENTS_CONSUMED = Counter(
     "ignored (this service has no handler for the type; only recorded in the inbox), duplicate (seen before, skipped).",
     ["event_type", "outcome"], registry=REGISTRY,
 )
-HANDLER_SECONDS = Histogram(
+class LoopHistogram:
+    """A histogram with one label, observed from the event loop's thread only: ``observe`` is a bisection and two
+    additions. prometheus_client's ``Histogram`` takes a lock per observation (1.3 us, measured: 8% of the time a
+    projection spends per event). Exposed like any histogram (``_bucket`` with ``le``, ``_count``, ``_sum``); a
+    scrape copies the counts, so it never sees a bucket without its count."""
+
+    def __init__(self, name: str, documentation: str, label: str, buckets: tuple[float, ...],
+                 registry: CollectorRegistry) -> None:
+        self.name, self.documentation, self.label = name, documentation, label
+        self.bounds = tuple(sorted(buckets))
+        self._series: dict[str, LoopHistogram.Series] = {}
+        registry.register(self)  # type: ignore[arg-type]
+
+    class Series:
+        __slots__ = ("bounds", "counts", "sum")
+
+        def __init__(self, bounds: tuple[float, ...]) -> None:
+            self.bounds = bounds
+            self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+            self.sum = 0.0
+
+        def observe(self, amount: float) -> None:
+            self.counts[bisect_left(self.bounds, amount)] += 1
+            self.sum += amount
+
+    def labels(self, value: str) -> LoopHistogram.Series:
+        series = self._series.get(value)
+        if series is None:
+            series = self._series[value] = LoopHistogram.Series(self.bounds)
+        return series
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, series in list(self._series.items()):
+            counts, total = list(series.counts), series.sum
+            cumulative, buckets = 0, []
+            for bound, n in zip((*self.bounds, float("inf")), counts, strict=True):
+                cumulative += n
+                buckets.append((floatToGoString(bound), cumulative))
+            family.add_metric([value], buckets, total)
+        yield family
+
+
+HANDLER_SECONDS = LoopHistogram(
     "ilt_handler_duration_seconds",
     "Time one event handler took, per event type (measured per event, also inside a batch; the batch's commit "
     "is in ilt_consumer_batch_duration_seconds).",
-    ["event_type"], registry=REGISTRY,
+    "event_type",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=REGISTRY,
 )
 HANDLER_ERRORS = Counter(
     "ilt_handler_errors",

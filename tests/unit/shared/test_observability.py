@@ -14,9 +14,12 @@ from decimal import Decimal
 import httpx
 import pytest
 from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.scheduling.bootstrap import build
 from services.scheduling.settings import SchedulingSettings
+from shared import metrics
 from shared.contracts.base import Money
 from shared.contracts.enrollment import LearnerEnrolled
 from shared.contracts.finance import BudgetAllocated
@@ -296,3 +299,18 @@ async def test_log_lines_written_while_an_event_is_handled_carry_its_ids(tmp_pat
             for line in said] == [(e.id, ENROLLED, e.correlation_id, e.causation_id) for e in events]
     after = next(line for line in lines if line["event"] == "after the handling")
     assert "event_id" not in after and after["service"] == "reporting"
+
+
+def test_the_handler_histogram_is_exposed_like_a_prometheus_histogram() -> None:
+    registry = CollectorRegistry()
+    histogram = metrics.LoopHistogram("t_seconds", "test", "event_type", buckets=(0.01, 0.001), registry=registry)
+    series = histogram.labels("a")
+    for amount in (0.0005, 0.001, 0.002, 3.0):  # a value equal to a bound counts in that bucket (le)
+        series.observe(amount)
+    histogram.labels("b")
+    samples = {(s.name, s.labels.get("event_type"), s.labels.get("le")): s.value
+               for family in text_string_to_metric_families(metrics.generate_latest(registry).decode())
+               for s in family.samples}
+    assert [samples[("t_seconds_bucket", "a", le)] for le in ("0.001", "0.01", "+Inf")] == [2, 3, 4]
+    assert samples[("t_seconds_count", "a", None)] == 4 and samples[("t_seconds_sum", "a", None)] == 3.0035
+    assert samples[("t_seconds_count", "b", None)] == 0
