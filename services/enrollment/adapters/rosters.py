@@ -3,6 +3,7 @@ enrollment id -> session id. Written in the same transaction as the events."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from shared.store.port import UnitOfWork
@@ -32,14 +33,20 @@ async def index_enrollments(uow: UnitOfWork, session_id: str, enrollment_ids: li
         await uow.put(ENROLLMENT_INDEX, enrollment_id, {"session_id": session_id})
 
 
-def enrollment_view(roster: Roster, enrollment: Enrollment) -> dict[str, Any]:
+def enrollment_view(roster: Roster, enrollment: Enrollment,
+                    positions: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """One enrollment as the API shows it. ``positions`` (``Roster.positions()``): given when viewing many, so the
+    waitlist is not searched once per enrollment."""
     out: dict[str, Any] = {
         "enrollment_id": enrollment.enrollment_id,
         "session_id": roster.session_id,
         "learner_id": enrollment.learner_id,
         "status": enrollment.status,
     }
-    position = roster.position_of(enrollment.enrollment_id)
+    if positions is None:
+        position = roster.position_of(enrollment.enrollment_id)
+    else:
+        position = positions.get(enrollment.enrollment_id)
     if position is not None:
         out["position"] = position
     if enrollment.promoted_from_waitlist:
@@ -51,6 +58,7 @@ def enrollment_view(roster: Roster, enrollment: Enrollment) -> dict[str, Any]:
 
 def roster_view(roster: Roster) -> dict[str, Any]:
     session = roster.session
+    positions = roster.positions()
     return {
         "session_id": roster.session_id,
         "session_status": session.status,
@@ -62,9 +70,10 @@ def roster_view(roster: Roster) -> dict[str, Any]:
         "waitlisted_count": len(roster.waitlist),
         "free_seats": roster.free_seats,
         "version": roster.version,
-        "enrolled": [enrollment_view(roster, e) for e in roster.enrolled],
-        "waitlist": [enrollment_view(roster, e) for e in roster.waiting()],
-        "cancelled": [enrollment_view(roster, e) for e in roster.enrollments.values() if e.status == "cancelled"],
+        "enrolled": [enrollment_view(roster, e, positions) for e in roster.enrolled],
+        "waitlist": [enrollment_view(roster, e, positions) for e in roster.waiting()],
+        "cancelled": [enrollment_view(roster, e, positions) for e in roster.enrollments.values()
+                      if e.status == "cancelled"],
     }
 
 

@@ -139,7 +139,8 @@ async def enroll_learners(store: Store, session_id: str, cmd: EnrollLearners, tr
                 events += new
             if events:
                 await save(uow, roster, expected, [trace.envelope(e) for e in events])
-            results = [{**enrollment_view(roster, roster.enrollments[eid]), "created": created}
+            positions = roster.positions()
+            results = [{**enrollment_view(roster, roster.enrollments[eid], positions), "created": created}
                        for eid, created in taken]
             return {
                 "session_id": session_id,

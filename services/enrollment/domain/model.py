@@ -175,6 +175,10 @@ class Roster:
     def waiting(self) -> list[Enrollment]:
         return [self.enrollments[i] for i in self.waitlist]
 
+    def positions(self) -> dict[str, int]:
+        """Every waiting enrollment's position (1 = next), in one pass: for views listing many of them."""
+        return {enrollment_id: n for n, enrollment_id in enumerate(self.waitlist, start=1)}
+
     def position_of(self, enrollment_id: str) -> int | None:
         """1 = next to be promoted; None when not waiting."""
         try:
