@@ -78,11 +78,21 @@ def session_from_doc(session_id: str, doc: dict[str, Any] | None) -> tuple[Sessi
 
 
 async def load_session(uow: UnitOfWork, session_id: str) -> tuple[SessionCosts, int]:
-    return session_from_doc(session_id, await uow.get(SESSIONS, session_id))
+    """The session's costs and stream version. Within one transaction (a consumed batch) the document is read
+    once: the object stays in the unit of work's ``memo`` and its write is deferred to the commit, so a batch of
+    1,000 enrollments into one session reads and writes its document once, not once per event (the document
+    grows with the seats: per event that was quadratic in the size of the session)."""
+    found: tuple[SessionCosts, int] | None = uow.memo.get((SESSIONS, session_id))
+    if found is None:
+        found = session_from_doc(session_id, await uow.get(SESSIONS, session_id))
+        uow.memo[(SESSIONS, session_id)] = found
+    return found
 
 
 async def save_session(uow: UnitOfWork, costs: SessionCosts, version: int) -> None:
-    await uow.put(SESSIONS, costs.session_id, session_to_doc(costs, version))
+    key = (SESSIONS, costs.session_id)
+    uow.memo[key] = (costs, version)
+    uow.defer(key, lambda: uow.put(SESSIONS, costs.session_id, session_to_doc(costs, version)))
 
 
 # rates ----------------------------------------------------------------------------------------------------------
