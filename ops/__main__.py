@@ -17,8 +17,10 @@ import asyncio
 import importlib
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from tqdm import tqdm
 
 from shared.contracts.topics import EVENT_TOPICS, dead_letter_topic
@@ -81,9 +83,19 @@ def _bar(total: int | None, what: str, disabled: bool) -> Any:
                 file=sys.stderr)
 
 
+def _existing(url: str, service: str) -> str:
+    """An operator tool never creates a store: a SQLite file that is not there is a wrong path, not an empty
+    store (it would report 0 records and leave an empty file behind)."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise ValueError(f"no {service} store at {url} (the file does not exist); give the service's store with"
+                         f" --store-url or {service.upper()}_STORE_URL (`make run` keeps it in"
+                         f" sqlite:///var/run/{service}.db)")
+    return url
+
+
 async def run(args: argparse.Namespace) -> int:
     settings = settings_of(args.service)
-    store = open_store(args.store_url or settings.store_url)
+    store = open_store(_existing(args.store_url or settings.store_url, args.service))
     servers = args.bootstrap_servers or settings.kafka_bootstrap_servers
     security = settings.kafka_security()
     await store.open()
@@ -149,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run(args))
     except (KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KafkaError as exc:
+        servers = args.bootstrap_servers or settings_of(args.service).kafka_bootstrap_servers
+        print(f"error: the Kafka brokers at {servers} cannot be reached ({exc}); give them with --bootstrap-servers"
+              " or KAFKA_BOOTSTRAP_SERVERS (`make run` prints the embedded broker's address)", file=sys.stderr)
         return 2
 
 
