@@ -93,6 +93,8 @@ async def decide_reschedule(uow: UnitOfWork, session_id: str, cmd: RescheduleSes
         raise _invalid_plan(exc) from None
     plan = to_plan(merged)
     event = session.reschedule(plan, now, backdated)
+    if event is None:
+        return view(session), False
     await _check_bookings(uow, session_id, plan)
     return await _store(uow, session, [event], trace), True
 

@@ -121,8 +121,12 @@ class Session:
         return SessionScheduled(session_id=self.session_id, occurred_at=now, backdated=backdated,
                                 **plan.model_dump())
 
-    def reschedule(self, plan: SessionPlan, now: datetime, backdated: bool) -> SessionRescheduled:
+    def reschedule(self, plan: SessionPlan, now: datetime, backdated: bool) -> SessionRescheduled | None:
+        """The rescheduling, or None when the plan is the one in force (a repeated or empty reschedule changes
+        nothing and publishes nothing)."""
         self._must_be_open(now)
+        if plan == self.plan:
+            return None
         check_plan(plan)
         if plan.starts_at <= now:
             raise Invalid("slots", "a session cannot be moved into the past")

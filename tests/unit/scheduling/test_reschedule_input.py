@@ -46,3 +46,16 @@ async def test_a_reschedule_that_makes_an_invalid_plan_is_422_and_writes_nothing
         assert body["detail"][0]["field"] == field and "leave the field out" in body["detail"][0]["reason"]
     assert await store.event_count() == before
     assert (await store.get(handlers.SESSIONS, "s1"))["venue_id"] == "room-a"
+
+
+@pytest.mark.parametrize("changes", [{}, {"capacity": 5}, {"venue_id": "room-a", "time_zone": "UTC"}])
+async def test_a_reschedule_that_changes_nothing_writes_nothing(store, changes) -> None:
+    plan = {"session_id": "s1", "course_code": "SWC", "title": "SWC", "delivery": "classroom", "venue_id": "room-a",
+            "time_zone": "UTC", "capacity": 5, "cost_centre": "CC-1",
+            "slots": [{"starts_at": f"{YEAR}-03-01T09:00", "ends_at": f"{YEAR}-03-01T17:00"}]}
+    first, _ = await handlers.schedule_session(store, ScheduleSession.model_validate(plan), Trace())
+    before = await store.event_count()
+    again = await handlers.reschedule_session(store, "s1", RescheduleSession.model_validate(changes), Trace())
+    assert await store.event_count() == before and again["version"] == first["version"]
+    moved = await handlers.reschedule_session(store, "s1", RescheduleSession.model_validate({"capacity": 6}), Trace())
+    assert await store.event_count() == before + 1 and moved["capacity"] == 6
