@@ -100,6 +100,14 @@ async def test_rescheduling_into_a_conflict_is_409_and_keeps_the_plan(scheduling
     assert (await scheduling.get("/sessions/s2")).json()["slots"][0]["starts_at"].startswith(f"{YEAR}-05-05")
 
 
+async def test_a_session_is_cancelled_without_a_body_and_an_empty_reschedule_changes_nothing(scheduling) -> None:
+    created = (await scheduling.post("/sessions", json=plan("s1", "room-a", 4))).json()
+    same = await scheduling.post("/sessions/s1/reschedule", json={})
+    assert same.status_code == 200 and same.json()["version"] == created["version"]
+    r = await scheduling.post("/sessions/s1/cancel")  # no body: the reason is optional
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+
+
 async def test_across_midnight_and_across_a_daylight_saving_change(scheduling) -> None:
     # Europe/Berlin leaves summer time on the last Sunday of October: 03:00 CEST -> 02:00 CET
     night = plan("night", "room-n", 1, slots=[{"starts_at": f"{YEAR}-05-01T20:00", "ends_at": f"{YEAR}-05-02T02:00"}])

@@ -49,9 +49,10 @@ def router(store: Store, arrivals: SessionArrivals, session_wait_seconds: float)
                                               arrivals=arrivals, wait_seconds=session_wait_seconds)
 
     @api.post("/enrollments/{enrollment_id}/cancel", dependencies=WRITE)
-    async def cancel(enrollment_id: str, cmd: CancelEnrollment, request: Request) -> dict[str, Any]:
-        """Cancel an enrollment; a freed seat promotes the first waitlisted learner."""
-        return await handlers.cancel_enrollment(store, enrollment_id, cmd, Trace.from_headers(request.headers))
+    async def cancel(enrollment_id: str, request: Request, cmd: CancelEnrollment | None = None) -> dict[str, Any]:
+        """Cancel an enrollment; a freed seat promotes the first waitlisted learner. The body is optional."""
+        return await handlers.cancel_enrollment(store, enrollment_id, cmd or CancelEnrollment(),
+                                                Trace.from_headers(request.headers))
 
     @api.post("/enrollments/{enrollment_id}/attendance", dependencies=WRITE)
     async def attendance(enrollment_id: str, cmd: RecordAttendance, request: Request) -> dict[str, Any]:

@@ -35,9 +35,10 @@ def router(store: Store) -> APIRouter:
         return await handlers.reschedule_session(store, session_id, cmd, Trace.from_headers(request.headers))
 
     @api.post("/sessions/{session_id}/cancel", dependencies=WRITE)
-    async def cancel(session_id: str, cmd: CancelSession, request: Request) -> dict[str, Any]:
-        """Cancel a session (enrollment cancels its enrollments, finance reverses its costs)."""
-        return await handlers.cancel_session(store, session_id, cmd, Trace.from_headers(request.headers))
+    async def cancel(session_id: str, request: Request, cmd: CancelSession | None = None) -> dict[str, Any]:
+        """Cancel a session (enrollment cancels its enrollments, finance reverses its costs); the body is optional."""
+        return await handlers.cancel_session(store, session_id, cmd or CancelSession(),
+                                             Trace.from_headers(request.headers))
 
     @api.get("/sessions/{session_id}")
     async def get_session(session_id: str) -> dict[str, Any]:

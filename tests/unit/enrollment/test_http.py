@@ -68,3 +68,14 @@ async def test_attendance_batch_over_http(client: httpx.AsyncClient) -> None:
     r = await client.post("/sessions/s1/attendance/batch", json={"records": [{"enrollment_id": "nope",
                                                                               "status": "attended"}]})
     assert r.status_code == 422 and r.json()["error"] == "unknown_enrollment"
+
+
+async def test_a_cancellation_needs_no_body_and_promotes_the_first_waiting(client: httpx.AsyncClient) -> None:
+    r = await client.post("/sessions/s1/enrollments/batch", json={"learners": ["ann", "bob", "cid"]})
+    ann, _, cid = (e["enrollment_id"] for e in r.json()["results"])  # cid waits: capacity 2
+    r = await client.post(f"/enrollments/{ann}/cancel")  # no body at all
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "cancelled" and r.json()["promoted_enrollment_ids"] == [cid]
+    assert (await client.post(f"/enrollments/{ann}/cancel", json={})).json()["status"] == "cancelled"  # again: same
+    bad = await client.post(f"/enrollments/{ann}/cancel", json={"reason": 5})
+    assert bad.status_code == 422
