@@ -15,7 +15,16 @@ from typing import Annotated, Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 
@@ -34,8 +43,17 @@ TimeZoneName = Annotated[str, AfterValidator(_check_time_zone), Field(examples=[
 Timestamp = AwareDatetime
 """A timezone-aware point in time (ISO 8601 with offset on the wire)."""
 
+def _not_a_float(value: Any) -> Any:
+    """A JSON number with a fraction is a float, and a float cannot hold every amount exactly: refused, as the
+    schema says (whole numbers are exact and pass)."""
+    if isinstance(value, float | bool):
+        raise ValueError("an amount is a decimal string such as \"100.50\", never a JSON float")
+    return value
+
+
 Amount = Annotated[
     Decimal,
+    BeforeValidator(_not_a_float),
     Field(max_digits=18, decimal_places=2, allow_inf_nan=False),
     PlainSerializer(lambda d: str(d), return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": r"^-?\d{1,16}(\.\d{1,2})?$",

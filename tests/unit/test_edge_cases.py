@@ -198,12 +198,19 @@ async def test_currency_other_than_the_budget_and_unknown_cost_centre(finance) -
 
 
 @pytest.mark.parametrize("amount", ["-10.00", "0", "0.00", "1000000000.01", "1e12", "12.345", "NaN", "Infinity",
-                                    "abc", ""])
+                                    "abc", "", 100.5, 100.0, True])
 async def test_negative_zero_or_absurd_budget_amounts_are_refused(finance, amount: Any) -> None:
     r = await finance.post("/budgets", json={"cost_centre": "CC-1", "period": str(YEAR), "amount": money(amount)})
     assert r.status_code == 422, (amount, r.text)
     assert r.json()["detail"][0]["field"].startswith("amount"), r.text
     assert (await finance.get("/cost-centres/CC-1")).status_code == 404  # nothing written
+
+
+async def test_a_float_amount_is_refused_saying_why_and_a_whole_number_is_exact(finance) -> None:
+    r = await finance.post("/budgets", json={"cost_centre": "CC-1", "period": str(YEAR), "amount": money(100.5)})
+    assert r.status_code == 422 and "never a JSON float" in r.json()["detail"][0]["reason"], r.text
+    r = await finance.post("/budgets", json={"cost_centre": "CC-1", "period": str(YEAR), "amount": money(100)})
+    assert r.status_code == 201 and r.json()["allocated"] == money("100.00")
 
 
 async def test_an_amount_in_exponent_form_is_stored_in_cents(finance) -> None:
