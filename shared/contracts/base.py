@@ -43,6 +43,7 @@ TimeZoneName = Annotated[str, AfterValidator(_check_time_zone), Field(examples=[
 Timestamp = AwareDatetime
 """A timezone-aware point in time (ISO 8601 with offset on the wire)."""
 
+
 def _not_a_float(value: Any) -> Any:
     """A JSON number with a fraction is a float, and a float cannot hold every amount exactly: refused, as the
     schema says (whole numbers are exact and pass)."""
