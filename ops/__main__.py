@@ -164,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KafkaError as exc:
         servers = args.bootstrap_servers or settings_of(args.service).kafka_bootstrap_servers
-        print(f"error: the Kafka brokers at {servers} cannot be reached ({exc}); give them with --bootstrap-servers"
-              " or KAFKA_BOOTSTRAP_SERVERS (`make run` prints the embedded broker's address)", file=sys.stderr)
+        print(f"error: the Kafka brokers at {servers} cannot be reached or refused the records ({exc!r}); what was"
+              " not acknowledged can be sent again by repeating the command; the brokers are given with"
+              " --bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS (`make run` prints the embedded broker's address)",
+              file=sys.stderr)
         return 2
 
 

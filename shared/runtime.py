@@ -13,6 +13,7 @@ Then the outbox relay publishes what is still pending, the producer and the stor
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -65,9 +66,12 @@ class ServiceRuntime:
         self._consumer_error = "not started"
         metrics.SERVICE.labels(self.name).set(1)
         if subscribes_to:
-            # logger=None: FastStream would log every message at INFO; our consumer logs what matters
-            self.broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None, **_broker_security(security),
-                                      **_consumer_only())
+            # FastStream's own warnings and errors (a consume loop that failed and is restarted, a Kafka error it
+            # waits out) reach the service's log through the standard-library handler (warnings and up; not its
+            # "faststream" logger, which has a handler of its own); its line per message is logged at DEBUG, below
+            # that: our consumer logs what matters about each event
+            self.broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=logging.getLogger("ilt.faststream"),
+                                      log_level=logging.DEBUG, **_broker_security(security), **_consumer_only())
             self.consumer = EventConsumer(
                 self.name,
                 self.store,
