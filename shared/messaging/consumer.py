@@ -43,12 +43,6 @@ DEAD_LETTERS = "dead-letters"  # document collection: one entry per dead-lettere
 
 
 @functools.cache
-def _handler_seconds(event_type: str) -> Any:
-    """The labelled histogram of one event type (looked up once, not per event: labels() takes a lock)."""
-    return metrics.HANDLER_SECONDS.labels(event_type)
-
-
-@functools.cache
 def _consumed(event_type: str, outcome: str) -> Any:
     return metrics.EVENTS_CONSUMED.labels(event_type, outcome)
 
@@ -164,7 +158,7 @@ class EventConsumer:
             metrics.HANDLER_ERRORS.labels(envelope.type).inc()
             raise
         finally:
-            _handler_seconds(envelope.type).observe(time.perf_counter() - started)
+            metrics.HANDLER_SECONDS.labels(envelope.type).observe(time.perf_counter() - started)
 
     def _outcome(self, envelope: Envelope, fresh: bool) -> str:
         if not fresh:

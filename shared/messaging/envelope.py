@@ -217,7 +217,7 @@ def decode(value: bytes | None, headers: Any, registry: EventCatalogue = catalog
     h = dict(headers) if headers else {}
     content_type = h.get("content-type")
     if content_type is not None:
-        content_type = _text(content_type).split(";", 1)[0].strip().lower()
+        content_type = _header_text(content_type).split(";", 1)[0].strip().lower()
         if content_type == STRUCTURED_CONTENT_TYPE:
             attributes, data = _structured(value)
             get = attributes.get
@@ -239,10 +239,6 @@ def _attr(raw: Any) -> str | None:
     if raw.__class__ is bytes:
         return raw.decode("utf-8", "replace")
     return None if raw is _ABSENT else _header_text(raw)
-
-
-def _text(raw: Any) -> str:
-    return raw.decode("utf-8", "replace") if raw.__class__ is bytes else _header_text(raw)
 
 
 def _header_text(raw: Any) -> str:
