@@ -35,7 +35,8 @@ class Answers:
     the lot. With a store that cannot tell when it changed (``None``) nothing is kept.
 
     An answer computed while a commit lands is kept under the older number, so the next call, which sees the new
-    number, computes it again: an answer is never older than the number it is kept under."""
+    number, computes it again; one computed while another call already saw a newer number is not kept: an answer
+    is never older than the number it is kept under."""
 
     def __init__(self, store: Store, kept: int = 256) -> None:
         self.store = store
@@ -53,6 +54,8 @@ class Answers:
         found = self._answers.get(key)
         if found is None:
             found = await compute()
+            if self._version != version:  # another call saw a newer number meanwhile: this answer may be older
+                return found
             if len(self._answers) >= self.kept:
                 self._answers.pop(next(iter(self._answers)))
             self._answers[key] = found

@@ -152,3 +152,24 @@ async def test_an_unchanged_store_answers_from_what_was_computed(tmp_path) -> No
         assert await answers.get("a", compute) == {"n": 5}
     finally:
         await store.close()
+
+
+async def test_an_answer_overtaken_by_a_newer_store_state_is_not_kept(tmp_path) -> None:
+    store = SQLiteStore(str(tmp_path / "r.db"))
+    await store.open()
+    answers = Answers(store)
+
+    async def fresh() -> dict:
+        return {"state": "after the commit"}
+
+    async def overtaken() -> dict:  # read before a commit lands; another request answers after it meanwhile
+        async with store.transaction() as uow:
+            await uow.put("occupancy-sessions", "x", {"session_id": "x"})
+        await answers.get("a", fresh)
+        return {"state": "before the commit"}
+
+    try:
+        assert await answers.get("a", overtaken) == {"state": "before the commit"}  # its caller gets it ...
+        assert await answers.get("a", overtaken) == {"state": "after the commit"}  # ... but it is not kept
+    finally:
+        await store.close()
